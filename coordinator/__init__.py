@@ -1,0 +1,1 @@
+"""The coordinator: the only owner of RunMesh state, served over gRPC."""

@@ -1,0 +1,167 @@
+"""Orgs, users and API keys: who may call the AdminService, and as what.
+
+An API key is ``rt_live_`` plus 32 random bytes; only its SHA-256 is stored.
+A fast hash is right here: the key has 256 bits of entropy, so there is
+nothing for a slow hash to protect against, and every request hashes once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coordinator import audit, ipam
+from coordinator.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from coordinator.ids import new_id, utcnow
+from coordinator.models import ApiKey, Org, Role, User
+
+KEY_PREFIX = "rt_live_"
+SCOPES = frozenset(
+    {
+        "runmesh:read",
+        "runmesh:write",
+        "activity:read",
+        "agent:read",
+        "agent:write",
+        "agent:run",
+        "*",
+    }
+)
+DEFAULT_SCOPES = ("*",)
+_ORG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated principal behind one AdminService call."""
+
+    org_id: str
+    user_id: str
+    key_id: str
+    role: Role
+    scopes: frozenset[str]
+
+    def require(self, scope: str) -> None:
+        if "*" not in self.scopes and scope not in self.scopes:
+            raise PermissionDenied(f"this API key lacks the scope {scope!r}")
+
+    @property
+    def actor(self) -> audit.Actor:
+        return audit.Actor("user", self.user_id)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def ensure_org(
+    session: AsyncSession, name: str, ipv4_prefix_length: int = 16
+) -> Org:
+    if not _ORG_NAME.match(name):
+        raise InvalidArgument(
+            "org name: 1-128 characters, letters, digits, space, '.', '_', '-'"
+        )
+    org = await session.scalar(select(Org).where(Org.name == name))
+    if org is not None:
+        return org
+    org = Org(
+        id=new_id("org"),
+        name=name,
+        ipv4_prefix=await ipam.choose_ipv4_prefix(session, ipv4_prefix_length),
+        ipv6_prefix=ipam.random_ula_prefix(),
+        mesh_version=0,
+        next_host_index=1,
+        created_at=utcnow(),
+    )
+    session.add(org)
+    await session.flush()
+    return org
+
+
+async def ensure_user(
+    session: AsyncSession, org: Org, email: str, role: Role
+) -> User:
+    if not _EMAIL.match(email):
+        raise InvalidArgument(f"not an email address: {email!r}")
+    email = email.lower()
+    user = await session.scalar(
+        select(User).where(User.org_id == org.id, User.email == email)
+    )
+    if user is not None:
+        return user
+    user = User(
+        id=new_id("user"), org_id=org.id, email=email, role=role, created_at=utcnow()
+    )
+    session.add(user)
+    await session.flush()
+    return user
+
+
+def parse_scopes(text: str) -> tuple[str, ...]:
+    scopes = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = sorted(set(scopes) - SCOPES)
+    if unknown or not scopes:
+        raise InvalidArgument(
+            f"unknown scopes {unknown}; choose from {sorted(SCOPES)}"
+            if unknown
+            else "at least one scope is required"
+        )
+    return scopes
+
+
+async def create_api_key(
+    session: AsyncSession, user: User, role: Role, scopes: tuple[str, ...]
+) -> tuple[ApiKey, str]:
+    """A new key for ``user``; returns the row and the key, shown only now."""
+    if role == Role.ADMIN and user.role != Role.ADMIN:
+        raise InvalidArgument("a member cannot hold an admin key")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(
+        id=new_id("key"),
+        org_id=user.org_id,
+        user_id=user.id,
+        key_hash=hash_key(key),
+        display_prefix=key[: len(KEY_PREFIX) + 4],
+        role=role,
+        scopes=list(scopes),
+        created_at=utcnow(),
+    )
+    session.add(row)
+    audit.record(
+        session,
+        org_id=user.org_id,
+        actor=audit.SYSTEM,
+        action="apikey.created",
+        target_type="apiKey",
+        target_id=row.id,
+        attributes={"userId": user.id, "role": str(role), "scopes": list(scopes)},
+    )
+    await session.flush()
+    return row, key
+
+
+async def count_keys(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(ApiKey)) or 0)
+
+
+async def authenticate(session: AsyncSession, key: str | None) -> Caller:
+    if not key:
+        raise Unauthenticated("an API key is required (X-API-Key or Bearer)")
+    if not key.startswith(KEY_PREFIX) or len(key) > 128:
+        raise Unauthenticated("the API key is not valid")
+    row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+    if row is None or row.revoked_at is not None:
+        raise Unauthenticated("the API key is not valid")
+    return Caller(
+        org_id=row.org_id,
+        user_id=row.user_id,
+        key_id=row.id,
+        role=Role(row.role),
+        scopes=frozenset(row.scopes),
+    )

@@ -1,0 +1,271 @@
+"""The device-link flow: start, poll, approve.
+
+A code is 6 characters from an alphabet of digits and consonants without
+look-alikes (no 0/O, 1/I/L, no vowels — so no words are spelled by chance):
+27 symbols, about 3.9e8 codes. It is valid for a limited time and approved
+at most once; polling is paced by ``interval``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import secrets
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coordinator import audit, changelog, ipam, naming
+from coordinator.accounts import Caller
+from coordinator.errors import Conflict, Expired, InvalidArgument, NotFound, RateLimited
+from coordinator.ids import new_id, utcnow
+from coordinator.models import LinkRequest, LinkState, Node, Org
+from coordinator.settings import Settings
+from runmesh.wgkey import InvalidKey, decode_key
+
+ALPHABET = "23456789BCDFGHJKMNPQRSTVWXZ"
+CODE_LENGTH = 6
+_FIELD_LIMITS = {"deviceLabel": 256, "os": 64, "appVersion": 64, "hostname": 256}
+
+
+def new_code() -> str:
+    return "".join(secrets.choice(ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def normalise_code(text: str) -> str:
+    """Codes are case-insensitive and may be typed with a hyphen or spaces."""
+    code = "".join(text.split()).replace("-", "").upper()
+    if len(code) != CODE_LENGTH or any(c not in ALPHABET for c in code):
+        raise InvalidArgument(
+            f"code must be {CODE_LENGTH} characters from {ALPHABET}"
+        )
+    return code
+
+
+def check_public_key(text: str) -> str:
+    try:
+        decode_key(text)
+    except InvalidKey as exc:
+        raise InvalidArgument(f"publicKey {exc}") from None
+    return text
+
+
+def check_device_fields(fields: dict[str, str]) -> None:
+    for name, value in fields.items():
+        if len(value) > _FIELD_LIMITS[name]:
+            raise InvalidArgument(
+                f"{name} is longer than {_FIELD_LIMITS[name]} characters"
+            )
+
+
+async def active_node_with_key(session: AsyncSession, public_key: str) -> Node | None:
+    return await session.scalar(
+        select(Node).where(Node.public_key == public_key, Node.revoked_at.is_(None))
+    )
+
+
+async def start_link(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    public_key: str,
+    device_label: str,
+    os: str,
+    app_version: str,
+    hostname: str,
+    client_metadata: dict[str, Any],
+) -> LinkRequest:
+    check_public_key(public_key)
+    check_device_fields(
+        {
+            "deviceLabel": device_label,
+            "os": os,
+            "appVersion": app_version,
+            "hostname": hostname,
+        }
+    )
+    if await active_node_with_key(session, public_key) is not None:
+        raise Conflict("this public key already belongs to an active node")
+
+    # A new start for the same key ends the older pending request: only the
+    # newest code a device shows can be approved.
+    await session.execute(
+        update(LinkRequest)
+        .where(
+            LinkRequest.public_key == public_key,
+            LinkRequest.state == LinkState.PENDING,
+        )
+        .values(state=LinkState.EXPIRED)
+    )
+    now = utcnow()
+    request = LinkRequest(
+        id=new_id("link"),
+        code=await _unused_code(session),
+        public_key=public_key,
+        device_label=device_label,
+        os=os,
+        app_version=app_version,
+        hostname=hostname,
+        client_metadata=client_metadata,
+        state=LinkState.PENDING,
+        created_at=now,
+        expires_at=now + settings.link_ttl,
+    )
+    session.add(request)
+    await session.flush()
+    return request
+
+
+async def _unused_code(session: AsyncSession) -> str:
+    while True:
+        code = new_code()
+        exists = await session.scalar(
+            select(LinkRequest.id).where(LinkRequest.code == code)
+        )
+        if exists is None:
+            return code
+
+
+def approve_url(settings: Settings, code: str) -> str:
+    return f"{settings.approve_url}?code={code}"
+
+
+async def poll_link(
+    session: AsyncSession, settings: Settings, *, code: str, public_key: str
+) -> LinkRequest:
+    request = await _find(session, normalise_code(code))
+    if request is None or request.public_key != public_key:
+        raise NotFound("no link request with that code and public key")
+
+    now = utcnow()
+    if request.last_polled_at is not None:
+        # A little slack so a device that waits exactly `interval` is never
+        # refused because of clock granularity.
+        wait = settings.link_interval * 0.9 - (now - request.last_polled_at).total_seconds()
+        if wait > 0:
+            raise RateLimited(
+                f"polled too soon; wait {settings.link_interval} s between polls",
+                retry_after=math.ceil(wait),
+            )
+    request.last_polled_at = now
+    _expire_if_due(request, now)
+    return request
+
+
+def _expire_if_due(request: LinkRequest, now: dt.datetime) -> None:
+    if request.state == LinkState.PENDING and request.expires_at <= now:
+        request.state = LinkState.EXPIRED
+
+
+async def _find(session: AsyncSession, code: str) -> LinkRequest | None:
+    return await session.scalar(select(LinkRequest).where(LinkRequest.code == code))
+
+
+async def approve_link(
+    session: AsyncSession,
+    settings: Settings,
+    caller: Caller,
+    *,
+    code: str,
+    name: str,
+) -> Node:
+    caller.require("runmesh:write")
+    request = await _find(session, normalise_code(code))
+    if request is None:
+        raise NotFound("no link request with that code")
+    if request.state == LinkState.APPROVED:
+        raise Conflict("this code was already approved")
+    if request.state == LinkState.DENIED:
+        raise Conflict("this code was denied")
+    now = utcnow()
+    _expire_if_due(request, now)
+    if request.state == LinkState.EXPIRED:
+        raise Expired("this code has expired; start the link again on the device")
+    if await active_node_with_key(session, request.public_key) is not None:
+        raise Conflict("this public key already belongs to an active node")
+
+    org = await _org_for_update(session, caller.org_id)
+    node = Node(
+        id=new_id("node"),
+        org_id=org.id,
+        name=await _name_for(session, org.id, name, request),
+        device_label=request.device_label,
+        hostname=request.hostname,
+        os=request.os,
+        app_version=request.app_version,
+        public_key=request.public_key,
+        owner_user_id=caller.user_id,
+        endpoints=[],
+        listen_port=0,
+        online=False,
+        created_at=now,
+    )
+    session.add(node)
+    node.address = await ipam.allocate_address(
+        session, org, node.id, settings.address_quarantine
+    )
+    await session.flush()
+    changelog.record_change(session, org, changelog.ChangeOp.UPSERT, node)
+
+    request.state = LinkState.APPROVED
+    request.node_id = node.id
+    request.approved_by = caller.user_id
+    _audit_approval(session, caller, request, node)
+    return node
+
+
+async def _org_for_update(session: AsyncSession, org_id: str) -> Org:
+    # FOR UPDATE serialises approvals of one org on PostgreSQL; SQLite's
+    # BEGIN IMMEDIATE already holds the database write lock.
+    org = await session.scalar(select(Org).where(Org.id == org_id).with_for_update())
+    if org is None:
+        raise NotFound("the caller's org no longer exists")
+    return org
+
+
+async def _name_for(
+    session: AsyncSession, org_id: str, requested: str, request: LinkRequest
+) -> str:
+    if requested:
+        naming.check_name(requested)
+        if requested in await _taken_names(session, org_id, requested):
+            raise Conflict(f"an active node is already named {requested!r}")
+        return requested
+    base = naming.normalise(request.device_label or request.hostname)
+    return naming.unique_name(base, await _taken_names(session, org_id, base))
+
+
+async def _taken_names(session: AsyncSession, org_id: str, base: str) -> set[str]:
+    # Only names that could collide with base or base-N: no scan of the org.
+    names = await session.scalars(
+        select(Node.name).where(
+            Node.org_id == org_id,
+            Node.revoked_at.is_(None),
+            Node.name.like(base[:40] + "%"),
+        )
+    )
+    return set(names)
+
+
+def _audit_approval(
+    session: AsyncSession, caller: Caller, request: LinkRequest, node: Node
+) -> None:
+    # The link request belongs to no org until it is approved, so its start
+    # is recorded now, into the approving org, with its own time.
+    device = audit.Actor("node", request.public_key)
+    steps = (
+        (device, "device.link.started", request.created_at),
+        (caller.actor, "device.link.approved", None),
+    )
+    for actor, action, at in steps:
+        audit.record(
+            session,
+            org_id=node.org_id,
+            actor=actor,
+            action=action,
+            target_type="node",
+            target_id=node.id,
+            attributes={"linkRequestId": request.id, "name": node.name},
+            at=at,
+        )

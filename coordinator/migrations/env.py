@@ -1,0 +1,28 @@
+"""Alembic environment: migrations run on a connection the caller hands in.
+
+``coordinator.schema`` opens an async connection and calls Alembic through
+``run_sync``; running ``alembic.command.upgrade`` directly inside a running
+event loop would fail.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+
+from coordinator.models import Base
+
+config = context.config
+connection = config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError(
+        "run migrations through `runmesh-coordinator migrate`, not bare alembic"
+    )
+
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    render_as_batch=True,  # SQLite alters tables by copy-and-rename
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

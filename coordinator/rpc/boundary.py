@@ -1,0 +1,61 @@
+"""The one place where coordinator errors become gRPC statuses.
+
+Every servicer method is wrapped by ``translate_errors``. A
+``CoordinatorError`` becomes its status with the message as details, the
+REST reason in the trailing metadata ``runmesh-reason`` and, for rate
+limits, ``retry-after``. Anything else is logged with its traceback here and
+answered INTERNAL with a generic message: no traceback reaches a client.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from sqlalchemy.exc import OperationalError
+
+from coordinator.errors import CoordinatorError, RateLimited
+
+log = logging.getLogger(__name__)
+
+REASON_KEY = "runmesh-reason"
+RETRY_AFTER_KEY = "retry-after"
+
+S = TypeVar("S")
+Q = TypeVar("Q")
+R = TypeVar("R")
+
+Method = Callable[[S, Q, grpc.aio.ServicerContext], Awaitable[R]]
+
+
+def translate_errors(method: Method[S, Q, R]) -> Method[S, Q, R]:
+    @functools.wraps(method)
+    async def guarded(self: S, request: Q, context: grpc.aio.ServicerContext) -> R:
+        try:
+            return await method(self, request, context)
+        except CoordinatorError as exc:
+            metadata: list[tuple[str, str]] = [(REASON_KEY, exc.reason)]
+            if isinstance(exc, RateLimited):
+                metadata.append((RETRY_AFTER_KEY, str(exc.retry_after)))
+            context.set_trailing_metadata(tuple(metadata))
+            await context.abort(exc.status, exc.message)
+        except OperationalError:
+            log.exception("database unavailable in %s", method.__name__)
+            context.set_trailing_metadata(((REASON_KEY, "unavailable"),))
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the database is unavailable"
+            )
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("unexpected error in %s", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        raise AssertionError("context.abort always raises")
+
+    return guarded
+
+
+

@@ -1,0 +1,163 @@
+"""MeshService: the link flow and the Sync stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coordinator import linking
+from coordinator.errors import InvalidArgument
+from coordinator.models import LinkRequest, LinkState, Node
+from coordinator.rpc.boundary import translate_errors
+from coordinator.rpc.convert import node_message, timestamp
+from coordinator.runtime import Runtime
+from coordinator.store import in_transaction
+from coordinator.sync import NodeStream, StreamDeps
+from runmesh.v1 import mesh_pb2
+
+MAX_METADATA_BYTES = 4096
+
+_LINK_STATUS = {
+    LinkState.PENDING: mesh_pb2.LINK_STATUS_PENDING,
+    LinkState.APPROVED: mesh_pb2.LINK_STATUS_APPROVED,
+    LinkState.EXPIRED: mesh_pb2.LINK_STATUS_EXPIRED,
+    LinkState.DENIED: mesh_pb2.LINK_STATUS_DENIED,
+}
+
+
+class MeshServicer:
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    @translate_errors
+    async def StartLink(
+        self, request: mesh_pb2.StartLinkRequest, context: grpc.aio.ServicerContext
+    ) -> mesh_pb2.StartLinkResponse:
+        metadata = MessageToDict(request.client_metadata)
+        if request.client_metadata.ByteSize() > MAX_METADATA_BYTES:
+            raise InvalidArgument(
+                f"clientMetadata is larger than {MAX_METADATA_BYTES} bytes"
+            )
+
+        async def work(session: AsyncSession) -> LinkRequest:
+            return await linking.start_link(
+                session,
+                self._rt.settings,
+                public_key=request.public_key,
+                device_label=request.device_label,
+                os=request.os,
+                app_version=request.app_version,
+                hostname=request.hostname,
+                client_metadata=metadata,
+            )
+
+        link = await in_transaction(self._rt.sessions, work)
+        return mesh_pb2.StartLinkResponse(
+            code=link.code,
+            url=linking.approve_url(self._rt.settings, link.code),
+            expires_at=timestamp(link.expires_at),
+            interval_seconds=self._rt.settings.link_interval,
+        )
+
+    @translate_errors
+    async def PollLink(
+        self, request: mesh_pb2.PollLinkRequest, context: grpc.aio.ServicerContext
+    ) -> mesh_pb2.PollLinkResponse:
+
+        async def work(
+            session: AsyncSession,
+        ) -> mesh_pb2.PollLinkResponse:
+            link = await linking.poll_link(
+                session,
+                self._rt.settings,
+                code=request.code,
+                public_key=request.public_key,
+            )
+            return await self._poll_answer(session, link)
+
+        return await in_transaction(self._rt.sessions, work)
+
+    async def _poll_answer(
+        self, session: AsyncSession, link: LinkRequest
+    ) -> mesh_pb2.PollLinkResponse:
+        answer = mesh_pb2.PollLinkResponse(
+            status=_LINK_STATUS[LinkState(link.state)],
+            expires_at=timestamp(link.expires_at),
+            interval_seconds=self._rt.settings.link_interval,
+        )
+        if link.state == LinkState.APPROVED and link.node_id:
+            node = await session.get(Node, link.node_id)
+            if node is not None:
+                answer.node.CopyFrom(node_message(node))
+            answer.coordinator.CopyFrom(
+                mesh_pb2.CoordinatorEndpoint(
+                    target=self._rt.settings.advertise_target,
+                    public_key=self._rt.identity.public_key,
+                )
+            )
+        return answer
+
+    @translate_errors
+    async def Sync(
+        self,
+        request_iterator: AsyncIterator[mesh_pb2.NodeMessage],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        deps = StreamDeps(
+            sessions=self._rt.sessions,
+            hub=self._rt.hub,
+            identity=self._rt.identity,
+            settings=self._rt.settings,
+        )
+        stream = NodeStream(
+            deps, request_iterator, context.write, _peer_ip(context.peer())
+        )
+        await stream.run()
+
+
+def _peer_ip(peer: str) -> str | None:
+    """The IP of a gRPC peer string such as ``ipv4:1.2.3.4:5`` or ``ipv6:[::1]:5``."""
+    family, _, rest = peer.partition(":")
+    if family not in ("ipv4", "ipv6"):
+        return None
+    host = rest.rpartition(":")[0]
+    return host.removeprefix("[").removesuffix("]") or None
+
+
+def add_to_server(servicer: MeshServicer, server: grpc.aio.Server) -> None:
+    """Register MeshService, letting Sync write pre-serialised bytes.
+
+    The generated registration serialises every message per stream; the hub
+    serialises a delta once for all subscribers, so the response serializer
+    here passes bytes through unchanged.
+    """
+
+    def passthrough(message: bytes | mesh_pb2.CoordinatorMessage) -> bytes:
+        if isinstance(message, bytes):
+            return message
+        return message.SerializeToString()
+
+    handlers = {
+        "StartLink": grpc.unary_unary_rpc_method_handler(
+            servicer.StartLink,
+            request_deserializer=mesh_pb2.StartLinkRequest.FromString,
+            response_serializer=mesh_pb2.StartLinkResponse.SerializeToString,
+        ),
+        "PollLink": grpc.unary_unary_rpc_method_handler(
+            servicer.PollLink,
+            request_deserializer=mesh_pb2.PollLinkRequest.FromString,
+            response_serializer=mesh_pb2.PollLinkResponse.SerializeToString,
+        ),
+        "Sync": grpc.stream_stream_rpc_method_handler(
+            servicer.Sync,
+            request_deserializer=mesh_pb2.NodeMessage.FromString,
+            response_serializer=passthrough,
+        ),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("runmesh.v1.MeshService", handlers),)
+    )

@@ -1,0 +1,62 @@
+"""Schema migrations (Alembic), run from async code.
+
+The coordinator upgrades an SQLite database to the newest revision when it
+starts: an embedded database has no operator to run a separate step. For
+PostgreSQL, replicas start only on a current schema and an operator runs
+``runmesh-coordinator migrate`` once per upgrade, so two replicas never
+race to migrate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    await _run(engine, lambda cfg: command.upgrade(cfg, revision))
+
+
+async def downgrade(engine: AsyncEngine, revision: str) -> None:
+    await _run(engine, lambda cfg: command.downgrade(cfg, revision))
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    def read(sync_conn: Any) -> str | None:
+        rev: str | None = MigrationContext.configure(sync_conn).get_current_revision()
+        return rev
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(read)
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def is_current(engine: AsyncEngine) -> bool:
+    return await current_revision(engine) == head_revision()
+
+
+async def _run(engine: AsyncEngine, step: Any) -> None:
+    def in_sync(sync_conn: Any) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = sync_conn
+        step(config)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(in_sync)

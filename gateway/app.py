@@ -1,0 +1,73 @@
+"""The FastAPI app: routes, middleware, error handlers and the channel's life.
+
+``create_app`` builds everything but connects nothing; the gRPC channel is
+opened when the server starts the app (lifespan) and closed when it stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from gateway import errors
+from gateway.coordinator import DEFAULT_DEADLINE_SECONDS, Coordinator
+from gateway.envelope import RequestIdMiddleware
+from gateway.limits import BodyLimitMiddleware
+from gateway.routes import links, nodes
+
+_ROUTERS = (links.router, nodes.router)
+
+
+def create_app(
+    coordinator_target: str, *, deadline: float = DEFAULT_DEADLINE_SECONDS
+) -> FastAPI:
+    """The gateway for the coordinator at ``coordinator_target`` (host:port)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        coordinator = Coordinator.connect(coordinator_target, deadline=deadline)
+        app.state.coordinator = coordinator
+        try:
+            yield
+        finally:
+            await coordinator.close()
+
+    app = FastAPI(
+        title="RunMesh gateway",
+        version="1",
+        description="REST API of the RunMesh control plane.",
+        lifespan=lifespan,
+    )
+    for router in _ROUTERS:
+        app.include_router(router)
+    errors.install_error_handlers(app)
+
+    # Added last is outermost: the request id must exist before the body
+    # limit answers, so that its 413 carries one too.
+    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(RequestIdMiddleware)
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The schema without FastAPI's automatic 422: this API answers 400."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        app.openapi_schema = schema
+    return app.openapi_schema

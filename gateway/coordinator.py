@@ -1,0 +1,106 @@
+"""The coordinator as the gateway sees it: one typed method per RPC.
+
+One ``grpc.aio`` channel per process, opened in the app's lifespan (never at
+import time: a channel made before a fork or outside the event loop breaks).
+Every call carries the caller's metadata and a deadline, so a stuck
+coordinator turns into ``unavailable`` instead of a hanging HTTP request.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+import grpc  # type: ignore[import-untyped, unused-ignore]
+from fastapi import Depends, Request
+
+from gateway.caller import Caller
+from gateway.errors import UnexpectedReply
+from runmesh.v1 import admin_pb2, mesh_pb2, node_pb2
+from runmesh.v1.admin_pb2_grpc import AdminServiceStub
+from runmesh.v1.mesh_pb2_grpc import MeshServiceStub
+
+DEFAULT_DEADLINE_SECONDS = 10.0
+
+ReplyT = TypeVar("ReplyT")
+
+_CHANNEL_OPTIONS = [
+    # gRPC's default reconnect backoff grows to two minutes; after a
+    # coordinator restart the gateway would keep answering 503 that long.
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+]
+
+
+class Coordinator:
+    """Typed calls to MeshService and AdminService over one channel."""
+
+    def __init__(self, channel: Any, *, deadline: float) -> None:
+        self._channel = channel
+        # The generated stubs are untyped; the methods below give them types.
+        self._mesh = MeshServiceStub(channel)  # type: ignore[no-untyped-call]
+        self._admin = AdminServiceStub(channel)  # type: ignore[no-untyped-call]
+        self._deadline = deadline
+
+    @classmethod
+    def connect(
+        cls, target: str, *, deadline: float = DEFAULT_DEADLINE_SECONDS
+    ) -> Coordinator:
+        # TODO: TLS to the coordinator when it is given a certificate; the
+        # default deployment keeps both on loopback, where plaintext is safe.
+        channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        return cls(channel, deadline=deadline)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(
+        self, rpc: Any, request: Any, reply_type: type[ReplyT], caller: Caller
+    ) -> ReplyT:
+        reply = await rpc(request, timeout=self._deadline, metadata=caller.metadata())
+        if not isinstance(reply, reply_type):
+            raise UnexpectedReply(f"expected {reply_type.__name__}")
+        return reply
+
+    # ---- MeshService ----
+
+    async def start_link(
+        self, request: mesh_pb2.StartLinkRequest, caller: Caller
+    ) -> mesh_pb2.StartLinkResponse:
+        rpc = self._mesh.StartLink
+        return await self._call(rpc, request, mesh_pb2.StartLinkResponse, caller)
+
+    async def poll_link(
+        self, request: mesh_pb2.PollLinkRequest, caller: Caller
+    ) -> mesh_pb2.PollLinkResponse:
+        rpc = self._mesh.PollLink
+        return await self._call(rpc, request, mesh_pb2.PollLinkResponse, caller)
+
+    # ---- AdminService ----
+
+    async def approve_link(
+        self, request: admin_pb2.ApproveLinkRequest, caller: Caller
+    ) -> node_pb2.Node:
+        rpc = self._admin.ApproveLink
+        return await self._call(rpc, request, node_pb2.Node, caller)
+
+    async def list_nodes(
+        self, request: admin_pb2.ListNodesRequest, caller: Caller
+    ) -> admin_pb2.ListNodesResponse:
+        rpc = self._admin.ListNodes
+        return await self._call(rpc, request, admin_pb2.ListNodesResponse, caller)
+
+    async def get_node(
+        self, request: admin_pb2.GetNodeRequest, caller: Caller
+    ) -> node_pb2.Node:
+        rpc = self._admin.GetNode
+        return await self._call(rpc, request, node_pb2.Node, caller)
+
+
+def coordinator_of(request: Request) -> Coordinator:
+    coordinator = getattr(request.app.state, "coordinator", None)
+    if not isinstance(coordinator, Coordinator):
+        raise RuntimeError("no coordinator channel: the app's lifespan did not run")
+    return coordinator
+
+
+CoordinatorDep = Annotated[Coordinator, Depends(coordinator_of)]

@@ -1,0 +1,374 @@
+"""The REST error table and the one place where failures become responses.
+
+Every failure a client can see is rendered here, as
+``{"error": {"code", "message", "requestId"}}`` with the contract's status:
+
+    Exception
+    ├── ApiError          an error to show as it is (code, message, Retry-After)
+    ├── UnexpectedReply   the coordinator answered something this gateway cannot
+    │                     show (an enum value it does not know): internal
+    ├── grpc.aio.AioRpcError      mapped by ``api_error_from_rpc``
+    ├── RequestValidationError    shape errors: invalid_request, naming the field
+    ├── StarletteHTTPException    routing: unknown path, wrong method
+    └── anything else             internal, never with a traceback
+
+Choices the contract leaves open:
+
+- A wrong method answers 405 with the code ``invalid_request`` and keeps the
+  ``Allow`` header: the request is malformed for that path, and the contract's
+  code list stays closed, so clients need no new case.
+- A body over the size cap answers 413 with ``invalid_request`` (raised by
+  ``gateway.limits``).
+- Messages of 4xx answers are the coordinator's own (they explain what to fix);
+  5xx answers carry a fixed sentence, because gRPC details of an internal or a
+  connection failure name hosts, files and stack frames.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import grpc  # type: ignore[import-untyped, unused-ignore]
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.envelope import REQUEST_ID_HEADER, request_id_of
+
+log = logging.getLogger(__name__)
+
+# Trailing metadata the coordinator attaches to a failed call.
+REASON_KEY = "runmesh-reason"
+RETRY_AFTER_KEY = "retry-after"
+
+# A 429 must carry Retry-After; when the coordinator gave none, one second
+# keeps a well-behaved client from hammering without inventing a long wait.
+_DEFAULT_RETRY_AFTER = 1
+
+
+class ErrorCode(enum.StrEnum):
+    """The contract's error codes; each has exactly one HTTP status."""
+
+    INVALID_REQUEST = "invalid_request"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    EXPIRED = "expired"
+    RATE_LIMITED = "rate_limited"
+    RESOURCE_EXHAUSTED = "resource_exhausted"
+    INTERNAL = "internal"
+    UNAVAILABLE = "unavailable"
+
+    @property
+    def status(self) -> int:
+        return _STATUS[self]
+
+
+_STATUS: Mapping[ErrorCode, int] = {
+    ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.EXPIRED: 410,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.RESOURCE_EXHAUSTED: 409,
+    ErrorCode.INTERNAL: 500,
+    ErrorCode.UNAVAILABLE: 503,
+}
+
+# Used when the coordinator gives a 4xx without details, and always for 5xx.
+_DEFAULT_MESSAGE: Mapping[ErrorCode, str] = {
+    ErrorCode.INVALID_REQUEST: "the request is invalid",
+    ErrorCode.UNAUTHORIZED: "a valid API key is required",
+    ErrorCode.FORBIDDEN: "the API key may not do this",
+    ErrorCode.NOT_FOUND: "not found",
+    ErrorCode.CONFLICT: "the request conflicts with the current state",
+    ErrorCode.EXPIRED: "the link code has expired",
+    ErrorCode.RATE_LIMITED: "too many requests; retry after the given delay",
+    ErrorCode.RESOURCE_EXHAUSTED: "no capacity left for this request",
+    ErrorCode.INTERNAL: "internal error",
+    ErrorCode.UNAVAILABLE: "the coordinator is unavailable; retry later",
+}
+
+
+class ApiError(Exception):
+    """An error answered to the client exactly as given."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str | None = None,
+        *,
+        status: int | None = None,
+        retry_after: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message or _DEFAULT_MESSAGE[code])
+        self.code = code
+        self.message = message or _DEFAULT_MESSAGE[code]
+        # Only for the few statuses outside the table (405, 413).
+        self.status = status or code.status
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
+
+
+class UnexpectedReply(Exception):
+    """The coordinator's answer holds something this gateway cannot represent."""
+
+
+# ---- the envelope, as the OpenAPI document shows it ----
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
+    )
+
+
+class ErrorBody(_Model):
+    code: ErrorCode = Field(examples=["not_found"])
+    message: str = Field(examples=["no node with id node_7h3k2m9x"])
+    request_id: str = Field(examples=["req_5f0c1a9e3b7d4c2a8e6f1b0d"])
+
+
+class ErrorEnvelope(_Model):
+    error: ErrorBody
+
+
+_DESCRIPTION: Mapping[int, str] = {
+    400: "invalid_request: the body, query or path has the wrong shape",
+    401: "unauthorized: missing or unknown API key",
+    403: "forbidden: the API key lacks the scope",
+    404: "not_found",
+    409: "conflict, or resource_exhausted (no address left)",
+    410: "expired: the link code outlived its validity",
+    429: "rate_limited: retry after the Retry-After header's seconds",
+    500: "internal",
+    503: "unavailable: the coordinator cannot be reached",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for a route: the error envelope per status.
+
+    Every route may also answer 500 and 503, so those are always included.
+    """
+    wanted = sorted({*statuses, 500, 503})
+    return {
+        status: {"model": ErrorEnvelope, "description": _DESCRIPTION[status]}
+        for status in wanted
+    }
+
+
+def error_response(request: Request, error: ApiError) -> JSONResponse:
+    """The JSON response for ``error``; the only place an envelope is built."""
+    request_id = request_id_of(request)
+    body = ErrorEnvelope(
+        error=ErrorBody(code=error.code, message=error.message, request_id=request_id)
+    )
+    headers = {**error.headers, REQUEST_ID_HEADER: request_id}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
+    return JSONResponse(
+        body.model_dump(mode="json", by_alias=True),
+        status_code=error.status,
+        headers=headers,
+    )
+
+
+# ---- gRPC → REST ----
+
+_KNOWN_REASONS = frozenset(code.value for code in ErrorCode)
+
+_BY_STATUS: Mapping[Any, ErrorCode] = {
+    grpc.StatusCode.INVALID_ARGUMENT: ErrorCode.INVALID_REQUEST,
+    grpc.StatusCode.OUT_OF_RANGE: ErrorCode.INVALID_REQUEST,
+    grpc.StatusCode.UNAUTHENTICATED: ErrorCode.UNAUTHORIZED,
+    grpc.StatusCode.PERMISSION_DENIED: ErrorCode.FORBIDDEN,
+    grpc.StatusCode.NOT_FOUND: ErrorCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS: ErrorCode.CONFLICT,
+    grpc.StatusCode.ABORTED: ErrorCode.CONFLICT,
+    grpc.StatusCode.FAILED_PRECONDITION: ErrorCode.CONFLICT,
+    grpc.StatusCode.UNAVAILABLE: ErrorCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: ErrorCode.UNAVAILABLE,
+}
+
+
+def api_error_from_rpc(error: Any, request_id: str) -> ApiError:
+    """Map a failed coordinator call (a ``grpc.aio.AioRpcError``) to the contract.
+
+    The coordinator's ``runmesh-reason`` wins when it names a known code,
+    because several REST codes share one gRPC status (expired and conflict
+    are both FAILED_PRECONDITION to gRPC). Otherwise the status decides.
+    """
+    status = error.code()
+    trailers = _text_metadata(error.trailing_metadata())
+    retry_after = _seconds(trailers.get(RETRY_AFTER_KEY))
+    code = _code_for(status, trailers.get(REASON_KEY), retry_after)
+
+    if code is ErrorCode.RATE_LIMITED:
+        return ApiError(
+            code,
+            _client_message(code, error.details()),
+            retry_after=_DEFAULT_RETRY_AFTER if retry_after is None else retry_after,
+        )
+    if code is ErrorCode.INTERNAL:
+        log.error(
+            "coordinator call failed with %s: %s request_id=%s; "
+            "the coordinator's log has the cause",
+            status,
+            error.details(),
+            request_id,
+        )
+    elif code is ErrorCode.UNAVAILABLE:
+        log.warning(
+            "coordinator unreachable (%s): %s request_id=%s",
+            status,
+            error.details(),
+            request_id,
+        )
+    return ApiError(
+        code, _client_message(code, error.details()), retry_after=retry_after
+    )
+
+
+def _code_for(status: Any, reason: str | None, retry_after: int | None) -> ErrorCode:
+    if reason in _KNOWN_REASONS:
+        return ErrorCode(reason)
+    if status == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        if retry_after is not None:
+            return ErrorCode.RATE_LIMITED
+        return ErrorCode.RESOURCE_EXHAUSTED
+    return _BY_STATUS.get(status, ErrorCode.INTERNAL)
+
+
+def _client_message(code: ErrorCode, details: str | None) -> str:
+    if code.status >= 500 or not details:
+        return _DEFAULT_MESSAGE[code]
+    return details
+
+
+def _text_metadata(
+    metadata: Iterable[tuple[str, str | bytes]] | None,
+) -> dict[str, str]:
+    # Binary ("-bin") entries never carry the reason or a delay.
+    return {
+        key.lower(): value for key, value in metadata or () if isinstance(value, str)
+    }
+
+
+def _seconds(value: str | None) -> int | None:
+    """A retry-after value as whole seconds, rounded up; None when unusable."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return math.ceil(seconds)
+
+
+# ---- shape and routing errors ----
+
+
+def api_error_from_validation(error: RequestValidationError) -> ApiError:
+    """invalid_request naming each offending field: ``publicKey: field required``."""
+    problems = [_describe(problem) for problem in error.errors()]
+    return ApiError(ErrorCode.INVALID_REQUEST, "; ".join(problems[:5]))
+
+
+def _describe(problem: Mapping[str, Any]) -> str:
+    location = [str(part) for part in problem.get("loc", ())]
+    kind = problem.get("type", "")
+    where = location[1:]  # drop "body" / "query" / "path"
+
+    if kind == "json_invalid":
+        return "body is not valid JSON"
+    if location == ["body"]:
+        if isinstance(problem.get("input"), bytes):
+            return "body must be JSON, sent with Content-Type: application/json"
+        return "body must be a JSON object"
+    if kind == "value_error" and "error" in problem.get("ctx", {}):
+        text = str(problem["ctx"]["error"])
+    else:
+        text = str(problem.get("msg", "is invalid"))
+    return f"{'.'.join(where) or location[0]}: {text[:1].lower()}{text[1:]}"
+
+
+def api_error_from_http(error: StarletteHTTPException) -> ApiError:
+    """Routing answers (unknown path, wrong method) in the envelope."""
+    headers = dict(error.headers or {})
+    if error.status_code == 404:
+        return ApiError(ErrorCode.NOT_FOUND, "no such route", headers=headers)
+    if error.status_code == 405:
+        return ApiError(
+            ErrorCode.INVALID_REQUEST,
+            "method not allowed on this path",
+            status=405,
+            headers=headers,
+        )
+    if error.status_code >= 500:
+        return ApiError(ErrorCode.INTERNAL)
+    return ApiError(
+        ErrorCode.INVALID_REQUEST,
+        str(error.detail),
+        status=error.status_code,
+        headers=headers,
+    )
+
+
+# ---- the handlers ----
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register every handler; routes never catch errors themselves."""
+
+    async def on_api_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, ApiError)
+        return error_response(request, error)
+
+    async def on_rpc_error(request: Request, error: Exception) -> JSONResponse:
+        api_error = api_error_from_rpc(error, request_id_of(request))
+        return error_response(request, api_error)
+
+    async def on_validation_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        return error_response(request, api_error_from_validation(error))
+
+    async def on_http_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, StarletteHTTPException)
+        return error_response(request, api_error_from_http(error))
+
+    async def on_unexpected_reply(request: Request, error: Exception) -> JSONResponse:
+        log.error(
+            "coordinator reply not understood (%s) request_id=%s; "
+            "is the gateway older than the coordinator?",
+            error,
+            request_id_of(request),
+        )
+        return error_response(request, ApiError(ErrorCode.INTERNAL))
+
+    async def on_anything(request: Request, error: Exception) -> JSONResponse:
+        # The server logs the traceback; this line ties it to the request id.
+        log.error(
+            "unhandled %s request_id=%s", type(error).__name__, request_id_of(request)
+        )
+        return error_response(request, ApiError(ErrorCode.INTERNAL))
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(grpc.aio.AioRpcError, on_rpc_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(UnexpectedReply, on_unexpected_reply)
+    app.add_exception_handler(Exception, on_anything)

@@ -1,0 +1,165 @@
+"""The JSON shapes of the REST API: request bodies and response data.
+
+Field names are camelCase on the wire (aliases) and snake_case in Python.
+Validation here is only shape: types, required fields and length caps that
+keep junk from reaching the coordinator. Whether a key is really 32 bytes of
+base64, or a name a valid DNS label, is the coordinator's call.
+
+Unknown fields in a body are ignored, not refused, so a newer client keeps
+working against an older gateway.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
+
+MAX_CLIENT_METADATA_BYTES = 4 * 1024
+
+_EXAMPLE_KEY = "mBvI7xQmN4jzDeTt3jV1SEpvYyv3ra9Zk5yqF0wYbX4="
+_EXAMPLE_TIME = "2026-12-03T18:24:39.123Z"
+
+
+def format_time(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and ``Z``: ``2026-12-03T18:24:39.123Z``.
+
+    Truncated, not rounded, so a time is never shown later than it was.
+    """
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+
+
+UtcTime = Annotated[
+    datetime,
+    PlainSerializer(format_time, return_type=str),
+    WithJsonSchema(
+        {"type": "string", "format": "date-time", "examples": [_EXAMPLE_TIME]}
+    ),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        extra="ignore",
+    )
+
+
+# ---- request bodies ----
+
+
+def _json_size(value: JsonValue) -> int:
+    # ASCII-escaped and compact, so characters are bytes and spacing is free.
+    return len(json.dumps(value, separators=(",", ":")))
+
+
+class StartLinkBody(_Model):
+    """A device asks to join: its public key and how to show it to approvers."""
+
+    public_key: str = Field(min_length=1, max_length=100, examples=[_EXAMPLE_KEY])
+    device_label: str | None = Field(None, max_length=256, examples=["Ada's MacBook"])
+    os: str | None = Field(None, max_length=64, examples=["macos"])
+    app_version: str | None = Field(None, max_length=64, examples=["1.4.2"])
+    hostname: str | None = Field(None, max_length=256, examples=["adas-mbp"])
+    client_metadata: dict[str, JsonValue] | None = Field(
+        None,
+        description=f"Free-form, at most {MAX_CLIENT_METADATA_BYTES} bytes as JSON. "
+        "Numbers travel as doubles: integers beyond 2^53 lose precision.",
+        examples=[{"arch": "arm64"}],
+    )
+
+    @field_validator("client_metadata")
+    @classmethod
+    def _small(cls, value: dict[str, JsonValue] | None) -> dict[str, JsonValue] | None:
+        # Stored with the link request and shown to approvers: keep it small.
+        if value is not None and _json_size(value) > MAX_CLIENT_METADATA_BYTES:
+            raise ValueError(
+                f"must be at most {MAX_CLIENT_METADATA_BYTES} bytes as JSON"
+            )
+        return value
+
+
+class PollLinkBody(_Model):
+    """A device asks whether its code was approved."""
+
+    code: str = Field(min_length=1, max_length=64, examples=["KX7T9Q"])
+    public_key: str = Field(min_length=1, max_length=100, examples=[_EXAMPLE_KEY])
+
+
+class ApproveLinkBody(_Model):
+    """A member approves a code shown on a device."""
+
+    code: str = Field(min_length=1, max_length=64, examples=["KX7T9Q"])
+    name: str | None = Field(
+        None,
+        max_length=64,
+        description="DNS label for the node; derived from the device label if absent",
+        examples=["ada-laptop"],
+    )
+
+
+# ---- response data ----
+
+NodeStatus = Literal["online", "offline", "revoked"]
+LinkStatus = Literal["pending", "approved", "expired", "denied"]
+
+
+class Node(_Model):
+    """A device in the mesh."""
+
+    id: str = Field(examples=["node_7h3k2m9x"])
+    org_id: str = Field(examples=["org_q4r8t2"])
+    name: str = Field(examples=["ada-laptop"])
+    device_label: str = Field(examples=["Ada's MacBook"])
+    hostname: str = Field(examples=["adas-mbp"])
+    os: str = Field(examples=["macos"])
+    app_version: str = Field(examples=["1.4.2"])
+    public_key: str = Field(examples=[_EXAMPLE_KEY])
+    ipv4: str = Field(examples=["100.64.0.7"])
+    ipv6: str = Field(examples=["fd7a:115c:a1e0::7"])
+    status: NodeStatus
+    owner_user_id: str = Field(examples=["user_m2n6p1"])
+    endpoints: list[str] = Field(examples=[["203.0.113.7:51820"]])
+    created_at: UtcTime | None
+    last_seen_at: UtcTime | None
+    revoked_at: UtcTime | None
+
+
+class LinkStarted(_Model):
+    code: str = Field(examples=["KX7T9Q"])
+    url: str = Field(examples=["https://mesh.example.com/link/KX7T9Q"])
+    expires_at: UtcTime | None
+    interval: int = Field(description="seconds to wait between two polls", examples=[5])
+
+
+class CoordinatorEndpoint(_Model):
+    target: str = Field(
+        description="host:port to open Sync at", examples=["mesh.example.com:50443"]
+    )
+    public_key: str = Field(
+        description="the coordinator's X25519 key; box the challenge answer to it",
+        examples=[_EXAMPLE_KEY],
+    )
+
+
+class LinkState(_Model):
+    status: LinkStatus
+    expires_at: UtcTime | None
+    interval: int = Field(description="seconds to wait between two polls", examples=[5])
+    node: Node | None = Field(None, description="null unless status is approved")
+    coordinator: CoordinatorEndpoint | None = Field(
+        None, description="null unless status is approved"
+    )

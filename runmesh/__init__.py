@@ -1,0 +1,1 @@
+"""Code shared by the three parts: generated stubs (``runmesh.v1``) and keys."""
