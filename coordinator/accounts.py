@@ -84,9 +84,7 @@ async def ensure_org(
     return org
 
 
-async def ensure_user(
-    session: AsyncSession, org: Org, email: str, role: Role
-) -> User:
+async def ensure_user(session: AsyncSession, org: Org, email: str, role: Role) -> User:
     if not _EMAIL.match(email):
         raise InvalidArgument(f"not an email address: {email!r}")
     email = email.lower()

@@ -38,9 +38,7 @@ class Change:
     peer: node_pb2.Peer | None
 
 
-def record_change(
-    session: AsyncSession, org: Org, op: ChangeOp, node: Node
-) -> int:
+def record_change(session: AsyncSession, org: Org, op: ChangeOp, node: Node) -> int:
     """Bump the org's version and log the change; returns the new version.
 
     The caller holds the org row for writing (see ``ipam.allocate_address``).

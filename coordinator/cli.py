@@ -6,13 +6,13 @@ import asyncio
 import datetime as dt
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from coordinator import accounts, db, schema, server
 from coordinator.errors import CoordinatorError
@@ -44,7 +44,7 @@ def _prepare_sqlite_dir(db_url: str) -> None:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _run(work: Callable[[], Awaitable[T]]) -> T:
+def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(work())
     except CoordinatorError as exc:
@@ -69,6 +69,9 @@ def main(log_level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
+    # Alembic narrates every migration step at INFO; `migrate` prints its
+    # own summary, and `serve` logs once that the schema is current.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -168,7 +171,9 @@ def keys() -> None:
 @keys.command("create")
 @DB_OPTION
 @click.option("--org", required=True, help="Org name; created when missing.")
-@click.option("--user", "email", required=True, help="User email; created when missing.")
+@click.option(
+    "--user", "email", required=True, help="User email; created when missing."
+)
 @click.option(
     "--role",
     type=click.Choice([r.value for r in Role]),
@@ -224,7 +229,7 @@ def keys_create(
     click.echo(key)
 
 
-async def _require_schema(engine: db.AsyncEngine, db_url: str) -> None:
+async def _require_schema(engine: AsyncEngine, db_url: str) -> None:
     if db.is_sqlite(make_url(str(db.async_url(db_url)))):
         await schema.upgrade(engine)
     elif not await schema.is_current(engine):

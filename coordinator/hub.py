@@ -202,4 +202,3 @@ class Hub:
                 select(Org.mesh_version).where(Org.id == org_id)
             )
         return int(version or 0)
-

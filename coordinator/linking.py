@@ -37,9 +37,7 @@ def normalise_code(text: str) -> str:
     """Codes are case-insensitive and may be typed with a hyphen or spaces."""
     code = "".join(text.split()).replace("-", "").upper()
     if len(code) != CODE_LENGTH or any(c not in ALPHABET for c in code):
-        raise InvalidArgument(
-            f"code must be {CODE_LENGTH} characters from {ALPHABET}"
-        )
+        raise InvalidArgument(f"code must be {CODE_LENGTH} characters from {ALPHABET}")
     return code
 
 
@@ -142,7 +140,10 @@ async def poll_link(
     if request.last_polled_at is not None:
         # A little slack so a device that waits exactly `interval` is never
         # refused because of clock granularity.
-        wait = settings.link_interval * 0.9 - (now - request.last_polled_at).total_seconds()
+        wait = (
+            settings.link_interval * 0.9
+            - (now - request.last_polled_at).total_seconds()
+        )
         if wait > 0:
             raise RateLimited(
                 f"polled too soon; wait {settings.link_interval} s between polls",

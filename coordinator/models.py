@@ -207,9 +207,7 @@ class Address(Base):
     host_index: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     ipv4: Mapped[str] = mapped_column(String(15))
     ipv6: Mapped[str] = mapped_column(String(39))
-    node_id: Mapped[str | None] = mapped_column(
-        ForeignKey("nodes.id"), unique=True
-    )
+    node_id: Mapped[str | None] = mapped_column(ForeignKey("nodes.id"), unique=True)
     released_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
     node: Mapped[Node | None] = relationship(back_populates="address")

@@ -55,10 +55,14 @@ async def list_nodes(
             )
         )
     rows = (
-        await session.scalars(
-            query.order_by(Node.created_at, Node.id).limit(limit + 1)
+        (
+            await session.scalars(
+                query.order_by(Node.created_at, Node.id).limit(limit + 1)
+            )
         )
-    ).unique().all()
+        .unique()
+        .all()
+    )
     has_more = len(rows) > limit
     page = rows[:limit]
     next_cursor = cursors.encode(page[-1].created_at, page[-1].id) if has_more else ""

@@ -70,9 +70,7 @@ async def active_nodes(session: AsyncSession, org_id: str) -> Sequence[Node]:
     return result.unique().all()
 
 
-async def full_map(
-    session: AsyncSession, org: Org, node: Node
-) -> node_pb2.PeerMap:
+async def full_map(session: AsyncSession, org: Org, node: Node) -> node_pb2.PeerMap:
     """The whole map of ``node`` at the org's current version.
 
     Read in the same transaction as ``org.mesh_version`` so the version and

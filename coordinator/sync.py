@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -121,11 +122,14 @@ class NodeStream:
             await self._close(subscriber, reason)
 
     async def _await_hello(self) -> mesh_pb2.Hello | None:
-        done, _ = await asyncio.wait(
-            {self._hello, asyncio.ensure_future(self._ended.wait())},
-            timeout=HELLO_TIMEOUT,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
+        ended = asyncio.ensure_future(self._ended.wait())
+        waiters: set[asyncio.Future[Any]] = {self._hello, ended}
+        try:
+            done, _ = await asyncio.wait(
+                waiters, timeout=HELLO_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            ended.cancel()
         if self._hello.done():
             return self._hello.result()
         if not done:

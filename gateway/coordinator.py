@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
-import grpc  # type: ignore[import-untyped, unused-ignore]
+import grpc
 from fastapi import Depends, Request
 
 from gateway.caller import Caller
@@ -37,8 +37,8 @@ class Coordinator:
     def __init__(self, channel: Any, *, deadline: float) -> None:
         self._channel = channel
         # The generated stubs are untyped; the methods below give them types.
-        self._mesh = MeshServiceStub(channel)  # type: ignore[no-untyped-call]
-        self._admin = AdminServiceStub(channel)  # type: ignore[no-untyped-call]
+        self._mesh = MeshServiceStub(channel)
+        self._admin = AdminServiceStub(channel)
         self._deadline = deadline
 
     @classmethod

@@ -6,9 +6,9 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -32,9 +32,9 @@ STATE_DIR = click.option(
 )
 
 
-def _run(work: Awaitable[T]) -> T:
+def _run(work: Coroutine[Any, Any, T]) -> T:
     try:
-        return asyncio.run(work)  # type: ignore[arg-type]
+        return asyncio.run(work)
     except MeshdError as exc:
         click.echo(f"meshd: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -179,18 +179,16 @@ def status(state_dir: Path, as_json: bool) -> None:
         click.echo(f"meshd: {exc}", err=True)
         sys.exit(exc.exit_code)
     saved = state.load_map()
-    report = {
-        "node": identity.__dict__,
-        "version": saved.version if saved else 0,
-        "peers": list(saved.peers.values()) if saved else [],
-    }
+    peers = list(saved.peers.values()) if saved else []
+    version = saved.version if saved else 0
+    report = {"node": identity.__dict__, "version": version, "peers": peers}
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
     click.echo(f"node     {identity.name} ({identity.node_id})")
     click.echo(f"address  {identity.ipv4} {identity.ipv6}")
-    click.echo(f"version  {report['version']}")
-    for peer in report["peers"]:
+    click.echo(f"version  {version}")
+    for peer in peers:
         click.echo(f"peer     {peer.get('name', '')} {peer.get('publicKey', '')}")
 
 
@@ -206,7 +204,7 @@ def down(interface: str) -> None:
 
     async def run() -> None:
         backend = UserspaceBackend()
-        backend._interface = interface  # noqa: SLF001 - attach without starting
+        backend.adopt(interface)
         await backend.remove()
 
     _run(run())

@@ -106,8 +106,11 @@ class Daemon:
                     else logging.WARNING
                 )
                 log.log(
-                    level, "stream to %s failed: %s %s",
-                    target, exc.code().name, exc.details(),
+                    level,
+                    "stream to %s failed: %s %s",
+                    target,
+                    exc.code().name,
+                    exc.details(),
                 )
             except CoordinatorMismatch as exc:
                 log.error("%s (at %s)", exc, target)

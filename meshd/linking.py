@@ -59,7 +59,7 @@ async def _poll_until_settled(
     while True:
         await asyncio.sleep(interval)
         try:
-            answer = await stub.PollLink(request, timeout=15)
+            answer: mesh_pb2.PollLinkResponse = await stub.PollLink(request, timeout=15)
         except grpc.aio.AioRpcError as exc:
             retry_after = _retry_after(exc)
             if retry_after is not None:

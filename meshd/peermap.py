@@ -34,7 +34,9 @@ class PeerMapCopy:
         self.version = full.version
         self.name = full.self.name
         self.addresses = list(full.self.addresses)
-        self.peers = {p.public_key: p for p in full.peers if p.public_key != self.public_key}
+        self.peers = {
+            p.public_key: p for p in full.peers if p.public_key != self.public_key
+        }
 
     def apply(self, delta: node_pb2.PeerDelta) -> None:
         if delta.from_version != self.version or delta.version <= self.version:

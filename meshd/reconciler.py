@@ -16,7 +16,12 @@ from nacl.public import PrivateKey
 
 from meshd.peermap import PeerMapCopy
 from meshd.wireguard.backend import WireGuardBackend, WireGuardError
-from meshd.wireguard.reconcile import DesiredDevice, OverlappingAllowedIPs, check_no_overlap, plan
+from meshd.wireguard.reconcile import (
+    DesiredDevice,
+    OverlappingAllowedIPs,
+    check_no_overlap,
+    plan,
+)
 from meshd.wireguard.userspace import UserspaceBackend
 from runmesh.wgkey import encode_key
 

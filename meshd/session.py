@@ -13,6 +13,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 import grpc
 from nacl.public import PrivateKey
@@ -22,11 +23,12 @@ from meshd.errors import MeshdError, NodeRevoked
 from meshd.peermap import PeerMapCopy, VersionGap
 from meshd.state import Identity
 from runmesh.challenge import answer_challenge
-from runmesh.v1 import mesh_pb2, mesh_pb2_grpc
+from runmesh.v1 import mesh_pb2, mesh_pb2_grpc, node_pb2
 
 log = logging.getLogger(__name__)
 
 OnMap = Callable[[], Awaitable[None]]
+Call = grpc.aio.StreamStreamCall[mesh_pb2.NodeMessage, mesh_pb2.CoordinatorMessage]
 
 
 class CoordinatorMismatch(MeshdError):
@@ -57,7 +59,7 @@ class SyncSession:
 
     async def run(self, channel: grpc.aio.Channel) -> None:
         """Hold the stream until it ends; raises NodeRevoked if revoked."""
-        call = mesh_pb2_grpc.MeshServiceStub(channel).Sync()
+        call: Call = mesh_pb2_grpc.MeshServiceStub(channel).Sync()
         keepalive = asyncio.create_task(self._send_keepalives(call))
         try:
             await self._handshake(call)
@@ -68,9 +70,9 @@ class SyncSession:
                 await keepalive
             call.cancel()
 
-    async def _handshake(self, call: grpc.aio.StreamStreamCall) -> None:
-        first = await call.read()
-        if first is grpc.aio.EOF or first.WhichOneof("kind") != "challenge":
+    async def _handshake(self, call: Call) -> None:
+        first = await _read(call)
+        if first is None or first.WhichOneof("kind") != "challenge":
             raise MeshdError("the coordinator did not open with a challenge")
         challenge = first.challenge
         expected = self._identity.coordinator_public_key
@@ -88,10 +90,10 @@ class SyncSession:
         )
         await self._write(call, mesh_pb2.NodeMessage(hello=hello))
 
-    async def _receive(self, call: grpc.aio.StreamStreamCall) -> None:
+    async def _receive(self, call: Call) -> None:
         while True:
-            message = await call.read()
-            if message is grpc.aio.EOF:
+            message = await _read(call)
+            if message is None:
                 return
             kind = message.WhichOneof("kind")
             if kind == "full_map":
@@ -105,9 +107,7 @@ class SyncSession:
                     f"the coordinator revoked this node: {message.revoked.reason}"
                 )
 
-    async def _apply_delta(
-        self, call: grpc.aio.StreamStreamCall, delta: mesh_pb2.PeerDelta
-    ) -> None:
+    async def _apply_delta(self, call: Call, delta: node_pb2.PeerDelta) -> None:
         try:
             self._map.apply(delta)
         except VersionGap as gap:
@@ -117,16 +117,22 @@ class SyncSession:
             return
         await self._on_map()
 
-    async def _send_keepalives(self, call: grpc.aio.StreamStreamCall) -> None:
+    async def _send_keepalives(self, call: Call) -> None:
         while True:
             await asyncio.sleep(self._keepalive_interval)
             keepalive = mesh_pb2.Keepalive()
             keepalive.sent_at.GetCurrentTime()
             await self._write(call, mesh_pb2.NodeMessage(keepalive=keepalive))
 
-    async def _write(
-        self, call: grpc.aio.StreamStreamCall, message: mesh_pb2.NodeMessage
-    ) -> None:
+    async def _write(self, call: Call, message: mesh_pb2.NodeMessage) -> None:
         # grpc.aio allows one write at a time per call.
         async with self._write_lock:
             await call.write(message)
+
+
+async def _read(call: Call) -> mesh_pb2.CoordinatorMessage | None:
+    """The next message, or None at the end of the stream."""
+    message = await call.read()
+    if message is grpc.aio.EOF:
+        return None
+    return cast(mesh_pb2.CoordinatorMessage, message)

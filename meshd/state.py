@@ -77,9 +77,7 @@ class StateDir:
             mode = path.stat().st_mode
             text = path.read_text().strip()
         except FileNotFoundError:
-            raise StateError(
-                f"{path} does not exist: run `meshd link` first"
-            ) from None
+            raise StateError(f"{path} does not exist: run `meshd link` first") from None
         except OSError as exc:
             raise StateError(f"{path}: {exc.strerror}") from None
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -101,7 +99,9 @@ class StateDir:
         self.ensure_not_revoked()
         raw = self._read_json(IDENTITY_FILE, missing="run `meshd link` first")
         try:
-            identity = Identity(**{k: str(raw[k]) for k in Identity.__dataclass_fields__})
+            identity = Identity(
+                **{k: str(raw[k]) for k in Identity.__dataclass_fields__}
+            )
             decode_key(identity.public_key)
             decode_key(identity.coordinator_public_key)
         except (KeyError, TypeError, InvalidKey) as exc:
@@ -145,8 +145,9 @@ class StateDir:
     def ensure_not_revoked(self) -> None:
         note = self._file(REVOKED_FILE)
         if note.exists():
+            why = note.read_text().strip()
             raise NodeRevoked(
-                f"this node was revoked by its coordinator ({note.read_text().strip()}). "
+                f"this node was revoked by its coordinator ({why}). "
                 f"To join the mesh again, remove {note} and run `meshd link` "
                 f"with --state-dir {self.path}"
             )

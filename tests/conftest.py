@@ -6,8 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from support.processes import Coordinator, Service, create_key, start_coordinator, start_gateway
+from support.processes import (
+    Coordinator,
+    Service,
+    create_key,
+    start_coordinator,
+    start_gateway,
+)
 
 
 @pytest.fixture

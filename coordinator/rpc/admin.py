@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import grpc
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator import accounts, linking, nodes
 from coordinator.accounts import Caller
 from coordinator.models import Node
-from coordinator.rpc.boundary import translate_errors
+from coordinator.rpc.boundary import Context, translate_errors
 from coordinator.rpc.convert import node_message
 from coordinator.rpc.credentials import api_key_of
 from coordinator.runtime import Runtime
 from coordinator.store import in_transaction
-from runmesh.v1 import admin_pb2, admin_pb2_grpc, node_pb2
+from runmesh.v1 import admin_pb2, node_pb2
 
 
-class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+class AdminServicer:
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
 
     async def _caller(
-        self, session: AsyncSession, context: grpc.aio.ServicerContext
+        self, session: AsyncSession, context: Context
     ) -> Caller:
         return await accounts.authenticate(session, api_key_of(context))
 
@@ -29,7 +28,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def ApproveLink(
         self,
         request: admin_pb2.ApproveLinkRequest,
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> node_pb2.Node:
         async def work(session: AsyncSession) -> node_pb2.Node:
             caller = await self._caller(session, context)
@@ -48,7 +47,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     @translate_errors
     async def ListNodes(
-        self, request: admin_pb2.ListNodesRequest, context: grpc.aio.ServicerContext
+        self, request: admin_pb2.ListNodesRequest, context: Context
     ) -> admin_pb2.ListNodesResponse:
         async with self._rt.sessions() as session:
             caller = await self._caller(session, context)
@@ -68,7 +67,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     @translate_errors
     async def GetNode(
-        self, request: admin_pb2.GetNodeRequest, context: grpc.aio.ServicerContext
+        self, request: admin_pb2.GetNodeRequest, context: Context
     ) -> node_pb2.Node:
         async with self._rt.sessions() as session:
             caller = await self._caller(session, context)
@@ -76,7 +75,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     @translate_errors
     async def RevokeNode(
-        self, request: admin_pb2.RevokeNodeRequest, context: grpc.aio.ServicerContext
+        self, request: admin_pb2.RevokeNodeRequest, context: Context
     ) -> node_pb2.Node:
         async def work(session: AsyncSession) -> Node:
             caller = await self._caller(session, context)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from sqlalchemy.exc import OperationalError
@@ -21,6 +21,8 @@ from coordinator.errors import CoordinatorError, RateLimited
 
 log = logging.getLogger(__name__)
 
+Context = grpc.aio.ServicerContext[Any, Any]
+
 REASON_KEY = "runmesh-reason"
 RETRY_AFTER_KEY = "retry-after"
 
@@ -28,12 +30,12 @@ S = TypeVar("S")
 Q = TypeVar("Q")
 R = TypeVar("R")
 
-Method = Callable[[S, Q, grpc.aio.ServicerContext], Awaitable[R]]
+Method = Callable[[S, Q, Context], Awaitable[R]]
 
 
 def translate_errors(method: Method[S, Q, R]) -> Method[S, Q, R]:
     @functools.wraps(method)
-    async def guarded(self: S, request: Q, context: grpc.aio.ServicerContext) -> R:
+    async def guarded(self: S, request: Q, context: Context) -> R:
         try:
             return await method(self, request, context)
         except CoordinatorError as exc:
@@ -56,6 +58,3 @@ def translate_errors(method: Method[S, Q, R]) -> Method[S, Q, R]:
         raise AssertionError("context.abort always raises")
 
     return guarded
-
-
-

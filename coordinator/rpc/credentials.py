@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
+Context = grpc.aio.ServicerContext[Any, Any]
 
-def api_key_of(context: grpc.aio.ServicerContext) -> str | None:
+
+def api_key_of(context: Context) -> str | None:
     for key, value in context.invocation_metadata() or ():
         if key == "authorization" and isinstance(value, str):
             scheme, _, token = value.partition(" ")

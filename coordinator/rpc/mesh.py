@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from google.protobuf.json_format import MessageToDict
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator import linking
 from coordinator.errors import InvalidArgument
 from coordinator.models import LinkRequest, LinkState, Node
-from coordinator.rpc.boundary import translate_errors
+from coordinator.rpc.boundary import Context, translate_errors
 from coordinator.rpc.convert import node_message, timestamp
 from coordinator.runtime import Runtime
 from coordinator.store import in_transaction
@@ -35,7 +35,7 @@ class MeshServicer:
 
     @translate_errors
     async def StartLink(
-        self, request: mesh_pb2.StartLinkRequest, context: grpc.aio.ServicerContext
+        self, request: mesh_pb2.StartLinkRequest, context: Context
     ) -> mesh_pb2.StartLinkResponse:
         metadata = MessageToDict(request.client_metadata)
         if request.client_metadata.ByteSize() > MAX_METADATA_BYTES:
@@ -65,7 +65,7 @@ class MeshServicer:
 
     @translate_errors
     async def PollLink(
-        self, request: mesh_pb2.PollLinkRequest, context: grpc.aio.ServicerContext
+        self, request: mesh_pb2.PollLinkRequest, context: Context
     ) -> mesh_pb2.PollLinkResponse:
 
         async def work(
@@ -105,7 +105,7 @@ class MeshServicer:
     async def Sync(
         self,
         request_iterator: AsyncIterator[mesh_pb2.NodeMessage],
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> None:
         deps = StreamDeps(
             sessions=self._rt.sessions,
@@ -141,7 +141,7 @@ def add_to_server(servicer: MeshServicer, server: grpc.aio.Server) -> None:
             return message
         return message.SerializeToString()
 
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "StartLink": grpc.unary_unary_rpc_method_handler(
             servicer.StartLink,
             request_deserializer=mesh_pb2.StartLinkRequest.FromString,

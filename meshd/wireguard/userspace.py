@@ -72,6 +72,12 @@ class UserspaceBackend:
         """The wireguard-go this backend spawned; None when it attached."""
         return self._pid
 
+    def adopt(self, interface: str) -> None:
+        """Name the device to manage without starting or changing it
+        (for `meshd down`, which only removes what is there)."""
+        _check_interface_name(interface)
+        self._interface = interface
+
     async def start(self, interface: str, addresses: list[str], mtu: int) -> None:
         _check_interface_name(interface)
         self._interface = interface

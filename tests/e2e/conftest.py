@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from support.netlab import Lab
 from support.prerequisites import require_root_namespaces
 from support.processes import Coordinator, Service, start_coordinator, start_gateway

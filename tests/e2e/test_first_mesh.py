@@ -14,9 +14,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from support.netlab import Host, Lab
 from support.processes import BIN, Coordinator, Service, create_key, gateway_client
+
 from runmesh.v1 import admin_pb2, admin_pb2_grpc
 
 pytestmark = pytest.mark.e2e
@@ -24,7 +24,9 @@ pytestmark = pytest.mark.e2e
 MESHD = str(BIN / "meshd")
 
 
-def eventually(check: Callable[[], bool], timeout: float, what: str, step: float = 0.2) -> None:
+def eventually(
+    check: Callable[[], bool], timeout: float, what: str, step: float = 0.2
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -33,12 +35,22 @@ def eventually(check: Callable[[], bool], timeout: float, what: str, step: float
     raise AssertionError(f"not within {timeout}s: {what}")
 
 
-def link(lab: Lab, host: Host, coordinator: Coordinator, tmp_path: Path) -> subprocess.Popen[bytes]:
+def link(
+    lab: Lab, host: Host, coordinator: Coordinator, tmp_path: Path
+) -> subprocess.Popen[bytes]:
     log = tmp_path / f"{host.netns}-link.log"
     proc = lab.spawn(
         host,
-        [MESHD, "link", "--coordinator", coordinator.target,
-         "--state-dir", str(host.state_dir), "--label", f"Lab host {host.underlay}"],
+        [
+            MESHD,
+            "link",
+            "--coordinator",
+            coordinator.target,
+            "--state-dir",
+            str(host.state_dir),
+            "--label",
+            f"Lab host {host.underlay}",
+        ],
         log,
     )
     eventually(lambda: "code:" in log.read_text(), 20, f"{host.netns} printed a code")
@@ -74,14 +86,25 @@ def test_three_devices_link_ping_and_a_revoked_one_is_cut_off(
     for host in lab.hosts:
         lab.spawn(
             host,
-            [MESHD, "up", "--state-dir", str(host.state_dir), "--interface", host.interface,
-             "--reconcile-interval", "2", "--keepalive", "2"],
+            [
+                MESHD,
+                "up",
+                "--state-dir",
+                str(host.state_dir),
+                "--interface",
+                host.interface,
+                "--reconcile-interval",
+                "2",
+                "--keepalive",
+                "2",
+            ],
             tmp_path / f"{host.netns}-up.log",
         )
 
     def logs() -> str:
         return "\n".join(
-            f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(tmp_path.glob("*.log"))
+            f"--- {p.name}\n{p.read_text()[-3000:]}"
+            for p in sorted(tmp_path.glob("*.log"))
         )
 
     # Every node reaches every other over both mesh addresses.
@@ -92,7 +115,11 @@ def test_three_devices_link_ping_and_a_revoked_one_is_cut_off(
             peer = nodes[other.netns]
             for address in (peer["ipv4"], peer["ipv6"]):
                 try:
-                    eventually(lambda: host.ping(address), 20, f"{host.netns} pings {address}")
+                    eventually(
+                        lambda h=host, a=address: h.ping(a),
+                        20,
+                        f"{host.netns} pings {address}",
+                    )
                 except AssertionError:
                     pytest.fail(f"{host.netns} cannot ping {address}\n{logs()}")
 

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-def sh(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def sh(
+    *argv: str, check: bool = True, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
@@ -37,12 +39,23 @@ class Host:
     interface: str  # its WireGuard interface (unique on the machine)
     state_dir: Path
 
-    def run(self, *argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return sh("ip", "netns", "exec", self.netns, *argv, check=check, timeout=timeout)
+    def run(
+        self, *argv: str, check: bool = True, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        return sh(
+            "ip", "netns", "exec", self.netns, *argv, check=check, timeout=timeout
+        )
 
     def ping(self, address: str, count: int = 1, wait: int = 2) -> bool:
         done = self.run(
-            "ping", "-n", "-c", str(count), "-W", str(wait), address, check=False,
+            "ping",
+            "-n",
+            "-c",
+            str(count),
+            "-W",
+            str(wait),
+            address,
+            check=False,
             timeout=count * wait + 10,
         )
         return done.returncode == 0
@@ -54,7 +67,9 @@ class Host:
             return {}
         peers: dict[str, dict[str, str]] = {}
         for line in done.stdout.splitlines()[1:]:
-            key, _psk, endpoint, allowed, handshake, rx, tx, keepalive = line.split("\t")
+            key, _psk, endpoint, allowed, handshake, rx, tx, keepalive = line.split(
+                "\t"
+            )
             peers[key] = {
                 "endpoint": endpoint,
                 "allowed_ips": allowed,
@@ -93,8 +108,19 @@ class Lab:
         self._add_namespace(self.switch)
         sh("ip", "-n", self.switch, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", self.switch, "link", "set", "br0", "up")
-        sh("ip", "link", "add", self.root_veth, "type", "veth", "peer", "name", "up0",
-           "netns", self.switch)
+        sh(
+            "ip",
+            "link",
+            "add",
+            self.root_veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up0",
+            "netns",
+            self.switch,
+        )
         self._plug("up0")
         sh("ip", "addr", "add", f"{self.root_address}/24", "dev", self.root_veth)
         sh("ip", "link", "set", self.root_veth, "up")
@@ -114,8 +140,21 @@ class Lab:
         netns = f"rmn-{self.tag}-{i}"
         self._add_namespace(netns)
         port = f"p{i}"
-        sh("ip", "-n", netns, "link", "add", "eth0", "type", "veth", "peer", "name", port,
-           "netns", self.switch)
+        sh(
+            "ip",
+            "-n",
+            netns,
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            self.switch,
+        )
         self._plug(port)
         underlay = f"198.18.{self.subnet}.{i + 1}"
         sh("ip", "-n", netns, "addr", "add", f"{underlay}/24", "dev", "eth0")

@@ -23,11 +23,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+def wait_for_port(
+    host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+            raise RuntimeError(
+                f"process exited with {proc.returncode} before listening"
+            )
         try:
             with socket.create_connection((host, port), timeout=0.2):
                 return
@@ -62,7 +66,11 @@ class Service:
 
 
 def start(
-    argv: Sequence[str], host: str, port: int, log_path: Path, env: dict[str, str] | None = None
+    argv: Sequence[str],
+    host: str,
+    port: int,
+    log_path: Path,
+    env: dict[str, str] | None = None,
 ) -> Service:
     log = log_path.open("ab")
     proc = subprocess.Popen(
@@ -99,9 +107,12 @@ def start_coordinator(
     argv = [
         str(BIN / "runmesh-coordinator"),
         "serve",
-        "--db", db_url,
-        "--listen", f"{host}:{port}",
-        "--link-interval", "1",
+        "--db",
+        db_url,
+        "--listen",
+        f"{host}:{port}",
+        "--link-interval",
+        "1",
         *extra,
     ]
     service = start(argv, host, port, workdir / f"coordinator-{port}.log")
@@ -117,9 +128,19 @@ def create_key(
 ) -> str:
     done = subprocess.run(
         [
-            str(BIN / "runmesh-coordinator"), "keys", "create",
-            "--db", db_url, "--org", org, "--user", user,
-            "--role", role, "--scopes", scopes,
+            str(BIN / "runmesh-coordinator"),
+            "keys",
+            "create",
+            "--db",
+            db_url,
+            "--org",
+            org,
+            "--user",
+            user,
+            "--role",
+            role,
+            "--scopes",
+            scopes,
         ],
         capture_output=True,
         text=True,
@@ -135,8 +156,10 @@ def start_gateway(workdir: Path, coordinator: str, port: int | None = None) -> S
     argv = [
         str(BIN / "runmesh-gateway"),
         "serve",
-        "--coordinator", coordinator,
-        "--listen", f"127.0.0.1:{port}",
+        "--coordinator",
+        coordinator,
+        "--listen",
+        f"127.0.0.1:{port}",
     ]
     return start(argv, "127.0.0.1", port, workdir / f"gateway-{port}.log")
 
