@@ -7,6 +7,7 @@ nothing for a slow hash to protect against, and every request hashes once.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import secrets
@@ -50,6 +51,11 @@ class Caller:
     def require(self, scope: str) -> None:
         if "*" not in self.scopes and scope not in self.scopes:
             raise PermissionDenied(f"this API key lacks the scope {scope!r}")
+
+    def with_scope(self, scope: str) -> Caller:
+        """The same caller allowed one more scope, for a check made on its
+        behalf (activity:read implies seeing which node it is about)."""
+        return dataclasses.replace(self, scopes=self.scopes | {scope})
 
     @property
     def actor(self) -> audit.Actor:

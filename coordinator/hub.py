@@ -30,6 +30,7 @@ from runmesh.v1 import mesh_pb2
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 64
+LOG_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,12 @@ class OrgFeed:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            # A wake-up from this process delivers at once; the timeout makes
+            # the feed look at the log anyway, so a change committed by
+            # another process (the operator's CLI, another replica) is
+            # delivered within LOG_POLL_SECONDS.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), LOG_POLL_SECONDS)
             self._wake.clear()
             try:
                 await self._deliver_new_changes()

@@ -35,7 +35,10 @@ def new_code() -> str:
 
 def normalise_code(text: str) -> str:
     """Codes are case-insensitive and may be typed with a hyphen or spaces."""
-    code = "".join(text.split()).replace("-", "").upper()
+    typed = "".join(text.split()).replace("-", "")
+    # Check before upper-casing: some characters upper-case to two letters
+    # ("ß" -> "SS") and would slip a wrong length past the check.
+    code = typed.upper() if typed.isascii() else ""
     if len(code) != CODE_LENGTH or any(c not in ALPHABET for c in code):
         raise InvalidArgument(f"code must be {CODE_LENGTH} characters from {ALPHABET}")
     return code

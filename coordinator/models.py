@@ -166,6 +166,7 @@ class Node(Base):
             postgresql_where=text("revoked_at IS NULL"),
         ),
         Index("ix_nodes_org_created", "org_id", "created_at", "id"),
+        Index("ix_nodes_org_owner", "org_id", "owner_user_id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -233,7 +234,7 @@ class MeshChange(Base):
 
 class AuditEvent(Base):
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_org_created", "org_id", "created_at"),)
+    __table_args__ = (Index("ix_audit_org_created", "org_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
@@ -254,4 +255,22 @@ class CoordinatorKey(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     private_key: Mapped[bytes] = mapped_column(LargeBinary)
     public_key: Mapped[str] = mapped_column(String(44))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class DeviceActivity(Base):
+    """What happened to one node, for the device's own activity feed."""
+
+    __tablename__ = "device_activity"
+    __table_args__ = (Index("ix_activity_node_created", "node_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"))
+    event_type: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(200))
+    summary: Mapped[str] = mapped_column(String(500))
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)

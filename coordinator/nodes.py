@@ -1,19 +1,44 @@
-"""Nodes of an org: reading, paging, revocation and presence."""
+"""Nodes of an org: reading, paging, renaming, revocation and counts.
+
+Who may do what: every member of an org sees all of its nodes (names and
+peer configuration are what members need to use the mesh). Renaming or
+revoking a node needs the ``runmesh:write`` scope and either the admin role
+or ownership of the node: members manage their own devices, admins all.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Select
 
-from coordinator import audit, changelog, ipam
+from coordinator import activity, audit, changelog, ipam, naming
 from coordinator.accounts import Caller
-from coordinator.errors import NotFound
+from coordinator.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
 from coordinator.ids import utcnow
-from coordinator.models import Node, Org
+from coordinator.models import Address, Node, Org, Role
 from coordinator.paging import Cursors, check_limit
+
+
+@dataclass(frozen=True)
+class NodeFilter:
+    include_revoked: bool = False
+    owner_user_id: str | None = None
+    name_prefix: str = ""
+    ip: str = ""
+
+
+@dataclass(frozen=True)
+class Overview:
+    total: int
+    online: int
+    offline: int
+    revoked: int
+    by_os: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -39,13 +64,11 @@ async def list_nodes(
     *,
     limit: int,
     cursor: str,
-    include_revoked: bool,
+    where: NodeFilter,
 ) -> NodePage:
     caller.require("runmesh:read")
     limit = check_limit(limit)
-    query = select(Node).where(Node.org_id == caller.org_id)
-    if not include_revoked:
-        query = query.where(Node.revoked_at.is_(None))
+    query = _filtered(select(Node).where(Node.org_id == caller.org_id), where)
     if cursor:
         created_at, last_id = cursors.decode(cursor)
         query = query.where(
@@ -54,32 +77,125 @@ async def list_nodes(
                 and_(Node.created_at == created_at, Node.id > last_id),
             )
         )
-    rows = (
-        (
-            await session.scalars(
-                query.order_by(Node.created_at, Node.id).limit(limit + 1)
-            )
-        )
-        .unique()
-        .all()
-    )
+    query = query.order_by(Node.created_at, Node.id).limit(limit + 1)
+    rows = (await session.scalars(query)).unique().all()
     has_more = len(rows) > limit
     page = rows[:limit]
     next_cursor = cursors.encode(page[-1].created_at, page[-1].id) if has_more else ""
     return NodePage(nodes=page, next_cursor=next_cursor, has_more=has_more)
 
 
+def _filtered(query: Select[Node], where: NodeFilter) -> Select[Node]:
+    if not where.include_revoked:
+        query = query.where(Node.revoked_at.is_(None))
+    if where.owner_user_id is not None:
+        query = query.where(Node.owner_user_id == where.owner_user_id)
+    if where.name_prefix:
+        if len(where.name_prefix) > naming.MAX_LENGTH:
+            raise InvalidArgument("name filter is longer than 63 characters")
+        # Names are DNS labels: no LIKE wildcards can be in a valid one, and
+        # an invalid one matches nothing, so escaping is all that is needed.
+        pattern = where.name_prefix.replace("\\", "\\\\")
+        pattern = pattern.replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Node.name.like(pattern + "%", escape="\\"))
+    if where.ip:
+        try:
+            address = str(ipaddress.ip_address(where.ip))
+        except ValueError:
+            raise InvalidArgument(
+                f"ip {where.ip[:64]!r} is not an IP address"
+            ) from None
+        query = query.join(Address, Address.node_id == Node.id).where(
+            or_(Address.ipv4 == address, Address.ipv6 == address)
+        )
+    return query
+
+
+async def overview(session: AsyncSession, caller: Caller) -> Overview:
+    caller.require("runmesh:read")
+    org_nodes = select(Node).where(Node.org_id == caller.org_id).subquery()
+    revoked = org_nodes.c.revoked_at.is_not(None)
+    counts = (
+        await session.execute(
+            select(
+                func.count(),
+                func.count().filter(revoked),
+                func.count().filter(~revoked & org_nodes.c.online),
+            ).select_from(org_nodes)
+        )
+    ).one()
+    total, revoked_count, online = (int(c) for c in counts)
+    by_os = await session.execute(
+        select(org_nodes.c.os, func.count()).where(~revoked).group_by(org_nodes.c.os)
+    )
+    return Overview(
+        total=total,
+        online=online,
+        offline=total - revoked_count - online,
+        revoked=revoked_count,
+        by_os={os or "unknown": int(n) for os, n in by_os.all()},
+    )
+
+
+def _require_manage(caller: Caller, node: Node) -> None:
+    caller.require("runmesh:write")
+    if caller.role != Role.ADMIN and node.owner_user_id != caller.user_id:
+        raise PermissionDenied("only an admin or the node's owner may change it")
+
+
+async def rename_node(
+    session: AsyncSession, caller: Caller, node_id: str, name: str
+) -> Node:
+    node = await get_node(session, caller, node_id)
+    _require_manage(caller, node)
+    naming.check_name(name)
+    if node.revoked_at is not None:
+        raise Conflict("a revoked node cannot be renamed")
+    if name == node.name:
+        return node  # nothing changes, so no version is spent
+    taken = await session.scalar(
+        select(Node.id).where(
+            Node.org_id == node.org_id,
+            Node.name == name,
+            Node.revoked_at.is_(None),
+        )
+    )
+    if taken is not None:
+        raise Conflict(f"an active node is already named {name!r}")
+
+    org = await _org_for_update(session, node.org_id)
+    old = node.name
+    node.name = name
+    changelog.record_change(session, org, changelog.ChangeOp.UPSERT, node)
+    audit.record(
+        session,
+        org_id=org.id,
+        actor=caller.actor,
+        action="node.renamed",
+        target_type="node",
+        target_id=node.id,
+        attributes={"from": old, "to": name},
+    )
+    activity.record(
+        session, node, activity.EventType.RENAMED, f"renamed from {old} to {name}"
+    )
+    return node
+
+
+async def _org_for_update(session: AsyncSession, org_id: str) -> Org:
+    org = await session.scalar(select(Org).where(Org.id == org_id).with_for_update())
+    assert org is not None  # nodes.org_id is a foreign key
+    return org
+
+
 async def revoke_node(session: AsyncSession, caller: Caller, node_id: str) -> Node:
     """Revoke a node; revoking a revoked node changes nothing (idempotent)."""
-    caller.require("runmesh:write")
     node = await get_node(session, caller, node_id)
+    _require_manage(caller, node)
     if node.revoked_at is not None:
         return node
 
-    org = await session.scalar(
-        select(Org).where(Org.id == node.org_id).with_for_update()
-    )
-    assert org is not None  # nodes.org_id is a foreign key
+    org = await _org_for_update(session, node.org_id)
     node.revoked_at = utcnow()
     node.online = False
     if node.address is not None:
@@ -94,6 +210,7 @@ async def revoke_node(session: AsyncSession, caller: Caller, node_id: str) -> No
         target_id=node.id,
         attributes={"name": node.name},
     )
+    activity.record(session, node, activity.EventType.REVOKED, "removed from the mesh")
     return node
 
 

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from coordinator import db, nodeauth, schema
 from coordinator.hub import Hub
 from coordinator.paging import Cursors
+from coordinator.ratelimit import FailureLimiter
 from coordinator.settings import Settings
 from coordinator.store import in_transaction
 
@@ -21,6 +22,7 @@ class Runtime:
     identity: nodeauth.CoordinatorIdentity
     settings: Settings
     cursors: Cursors
+    limiter: FailureLimiter
 
     async def close(self) -> None:
         await self.hub.close()
@@ -45,4 +47,5 @@ async def open_runtime(db_url: str, settings: Settings, migrate: bool) -> Runtim
         identity=identity,
         settings=settings,
         cursors=Cursors(bytes(identity.private_key)),
+        limiter=FailureLimiter(),
     )

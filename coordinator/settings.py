@@ -25,3 +25,6 @@ class Settings:
     keepalive_misses: int = 3
     # Prefix length of the IPv4 block a new org gets.
     org_ipv4_prefix_length: int = 16
+    # Peers whose x-runmesh-client-addr metadata is believed (the gateway);
+    # for anyone else the transport address is the source.
+    trusted_proxies: frozenset[str] = frozenset({"127.0.0.1", "::1"})

@@ -189,11 +189,12 @@ class NodeStream:
         settings = self._deps.settings
         deadline = settings.keepalive_interval * settings.keepalive_misses
         ended = asyncio.ensure_future(self._ended.wait())
+        resync = asyncio.ensure_future(self._resync.wait())
         try:
             while True:
                 get = asyncio.ensure_future(subscriber.queue.get())
                 done, _ = await asyncio.wait(
-                    {get, ended},
+                    {get, ended, resync},
                     timeout=settings.keepalive_interval,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
@@ -203,8 +204,9 @@ class NodeStream:
                     return "node closed the stream"
                 if time.monotonic() - self._last_heard > deadline:
                     return "node silent past its keepalive deadline"
-                if self._resync.is_set():
+                if resync in done:
                     self._resync.clear()
+                    resync = asyncio.ensure_future(self._resync.wait())
                     await self._send_full_map(subscriber)
                 if get not in done:
                     await self._send_keepalive()
@@ -213,6 +215,7 @@ class NodeStream:
                     return "node revoked"
         finally:
             ended.cancel()
+            resync.cancel()
 
     async def _deliver(self, subscriber: Subscriber, item: object) -> bool:
         if isinstance(item, Revocation):

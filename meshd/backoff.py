@@ -1,8 +1,9 @@
 """Capped, jittered exponential backoff for reconnecting to the coordinator.
 
-"Full jitter": each wait is uniform in [0, min(cap, base * 2**n)], so a
-thousand nodes that lost the coordinator at the same moment come back
-spread out instead of in one storm.
+Each wait is uniform in [base/2, min(cap, base * 2**n)] ("full jitter"
+with a small floor, so a retry never spins), so a thousand nodes that lost
+the coordinator at the same moment come back spread out instead of in one
+storm.
 """
 
 from __future__ import annotations

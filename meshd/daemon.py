@@ -1,8 +1,8 @@
 """``meshd up``: a few loops, each with one job.
 
 - connect-and-sync: hold the Sync stream; on failure back off (capped,
-  jittered) and try the next coordinator address, resuming from the last
-  version applied;
+  jittered) and try the next coordinator address; the hello carries the
+  last version applied;
 - reconcile: every few seconds make the device match the map again, so
   drift (a peer removed by hand, a wireguard-go that died) is repaired.
 
@@ -25,7 +25,7 @@ from meshd.peermap import PeerMapCopy
 from meshd.reconciler import Reconciler
 from meshd.session import CoordinatorMismatch, SyncSession
 from meshd.state import StateDir
-from meshd.wireguard.backend import WireGuardBackend
+from meshd.wireguard.backend import WireGuardBackend, WireGuardError
 from meshd.wireguard.netconf import underlay_addresses
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,12 @@ class Daemon:
                 )
             except CoordinatorMismatch as exc:
                 log.error("%s (at %s)", exc, target)
+            except NodeRevoked:
+                raise
+            except (MeshdError, WireGuardError) as exc:
+                # The device keeps its last good configuration; the stream is
+                # opened again and the map re-applied after the backoff.
+                log.warning("stream to %s ended with an error: %s", target, exc)
             delay = await backoff.wait()
             log.info("reconnecting after %.2f s", delay)
 

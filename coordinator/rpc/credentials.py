@@ -1,4 +1,4 @@
-"""The API key of an AdminService call, from its metadata."""
+"""Who is calling: the API key and the source address of an RPC."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 import grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+CLIENT_ADDR_KEY = "x-runmesh-client-addr"
 
 
 def api_key_of(context: Context) -> str | None:
@@ -18,3 +20,28 @@ def api_key_of(context: Context) -> str | None:
         if key == "x-api-key" and isinstance(value, str) and value.strip():
             return value.strip()
     return None
+
+
+def peer_ip(context: Context) -> str | None:
+    """The IP of the transport peer (``ipv4:1.2.3.4:5`` or ``ipv6:[::1]:5``)."""
+    family, _, rest = context.peer().partition(":")
+    if family not in ("ipv4", "ipv6"):
+        return None
+    host = rest.rpartition(":")[0]
+    return host.removeprefix("[").removesuffix("]") or None
+
+
+def source_of(context: Context, trusted_proxies: frozenset[str]) -> str:
+    """The address rate limits count against.
+
+    The gateway forwards its client's address; only a trusted peer may say
+    where a call came from, or any client could pick a fresh address for
+    every attempt.
+    """
+    transport = peer_ip(context) or "unknown"
+    if transport not in trusted_proxies:
+        return transport
+    for key, value in context.invocation_metadata() or ():
+        if key == CLIENT_ADDR_KEY and isinstance(value, str) and value:
+            return value[:64]
+    return transport

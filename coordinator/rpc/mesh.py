@@ -10,10 +10,11 @@ from google.protobuf.json_format import MessageToDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator import linking
-from coordinator.errors import InvalidArgument
+from coordinator.errors import InvalidArgument, NotFound
 from coordinator.models import LinkRequest, LinkState, Node
 from coordinator.rpc.boundary import Context, translate_errors
 from coordinator.rpc.convert import node_message, timestamp
+from coordinator.rpc.credentials import peer_ip, source_of
 from coordinator.runtime import Runtime
 from coordinator.store import in_transaction
 from coordinator.sync import NodeStream, StreamDeps
@@ -68,9 +69,10 @@ class MeshServicer:
         self, request: mesh_pb2.PollLinkRequest, context: Context
     ) -> mesh_pb2.PollLinkResponse:
 
-        async def work(
-            session: AsyncSession,
-        ) -> mesh_pb2.PollLinkResponse:
+        source = source_of(context, self._rt.settings.trusted_proxies)
+        await self._rt.limiter.check_poll(source)
+
+        async def work(session: AsyncSession) -> mesh_pb2.PollLinkResponse:
             link = await linking.poll_link(
                 session,
                 self._rt.settings,
@@ -79,7 +81,11 @@ class MeshServicer:
             )
             return await self._poll_answer(session, link)
 
-        return await in_transaction(self._rt.sessions, work)
+        try:
+            return await in_transaction(self._rt.sessions, work)
+        except (NotFound, InvalidArgument):
+            await self._rt.limiter.poll_failed(source)
+            raise
 
     async def _poll_answer(
         self, session: AsyncSession, link: LinkRequest
@@ -113,19 +119,8 @@ class MeshServicer:
             identity=self._rt.identity,
             settings=self._rt.settings,
         )
-        stream = NodeStream(
-            deps, request_iterator, context.write, _peer_ip(context.peer())
-        )
+        stream = NodeStream(deps, request_iterator, context.write, peer_ip(context))
         await stream.run()
-
-
-def _peer_ip(peer: str) -> str | None:
-    """The IP of a gRPC peer string such as ``ipv4:1.2.3.4:5`` or ``ipv6:[::1]:5``."""
-    family, _, rest = peer.partition(":")
-    if family not in ("ipv4", "ipv6"):
-        return None
-    host = rest.rpartition(":")[0]
-    return host.removeprefix("[").removesuffix("]") or None
 
 
 def add_to_server(servicer: MeshServicer, server: grpc.aio.Server) -> None:

@@ -22,26 +22,54 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from runmesh.v1 import node_pb2 as runmesh_dot_v1_dot_node__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16runmesh/v1/admin.proto\x12\nrunmesh.v1\x1a\x15runmesh/v1/node.proto\"0\n\x12\x41pproveLinkRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"J\n\x10ListNodesRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x03 \x01(\x08\"[\n\x11ListNodesResponse\x12\x1f\n\x05nodes\x18\x01 \x03(\x0b\x32\x10.runmesh.v1.Node\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\"\x1c\n\x0eGetNodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1f\n\x11RevokeNodeRequest\x12\n\n\x02id\x18\x01 \x01(\t2\x91\x02\n\x0c\x41\x64minService\x12?\n\x0b\x41pproveLink\x12\x1e.runmesh.v1.ApproveLinkRequest\x1a\x10.runmesh.v1.Node\x12H\n\tListNodes\x12\x1c.runmesh.v1.ListNodesRequest\x1a\x1d.runmesh.v1.ListNodesResponse\x12\x37\n\x07GetNode\x12\x1a.runmesh.v1.GetNodeRequest\x1a\x10.runmesh.v1.Node\x12=\n\nRevokeNode\x12\x1d.runmesh.v1.RevokeNodeRequest\x1a\x10.runmesh.v1.Nodeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16runmesh/v1/admin.proto\x12\nrunmesh.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15runmesh/v1/node.proto\"0\n\x12\x41pproveLinkRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x84\x01\n\x10ListNodesRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x03 \x01(\x08\x12\x17\n\x0fowned_by_caller\x18\x04 \x01(\x08\x12\x13\n\x0bname_prefix\x18\x05 \x01(\t\x12\n\n\x02ip\x18\x06 \x01(\t\"[\n\x11ListNodesResponse\x12\x1f\n\x05nodes\x18\x01 \x03(\x0b\x32\x10.runmesh.v1.Node\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\"\x1c\n\x0eGetNodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1f\n\x11RevokeNodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\"-\n\x11RenameNodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x14\n\x12GetOverviewRequest\"\xa7\x01\n\x08Overview\x12\r\n\x05total\x18\x01 \x01(\x03\x12\x0e\n\x06online\x18\x02 \x01(\x03\x12\x0f\n\x07offline\x18\x03 \x01(\x03\x12\x0f\n\x07revoked\x18\x04 \x01(\x03\x12-\n\x05\x62y_os\x18\x05 \x03(\x0b\x32\x1e.runmesh.v1.Overview.ByOsEntry\x1a+\n\tByOsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x84\x01\n\nConfigPeer\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\t\x12\x13\n\x0b\x61llowed_ips\x18\x04 \x03(\t\x12\x10\n\x08\x65ndpoint\x18\x05 \x01(\t\x12\x1c\n\x14persistent_keepalive\x18\x06 \x01(\r\"\x9f\x01\n\nNodeConfig\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\taddresses\x18\x02 \x03(\t\x12\x13\n\x0blisten_port\x18\x03 \x01(\r\x12\x1f\n\x17private_key_placeholder\x18\x04 \x01(\t\x12%\n\x05peers\x18\x05 \x03(\x0b\x32\x16.runmesh.v1.ConfigPeer\x12\x10\n\x08wg_quick\x18\x06 \x01(\t\"\x9d\x01\n\x16ListAuditEventsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\"\xe3\x01\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x12\n\nactor_type\x18\x03 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x13\n\x0btarget_type\x18\x06 \x01(\t\x12\x11\n\ttarget_id\x18\x07 \x01(\t\x12+\n\nattributes\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"h\n\x17ListAuditEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.runmesh.v1.AuditEvent\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\"\xa1\x01\n\x19ListDeviceActivityRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfb\x01\n\x0e\x44\x65viceActivity\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rresource_type\x18\x02 \x01(\t\x12\x13\n\x0bresource_id\x18\x03 \x01(\t\x12\x12\n\nevent_type\x18\x04 \x01(\t\x12\x10\n\x08severity\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\r\n\x05title\x18\x07 \x01(\t\x12\x0f\n\x07summary\x18\x08 \x01(\t\x12+\n\nattributes\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\x1aListDeviceActivityResponse\x12.\n\nactivities\x18\x01 \x03(\x0b\x32\x1a.runmesh.v1.DeviceActivity\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\x32\x9b\x05\n\x0c\x41\x64minService\x12?\n\x0b\x41pproveLink\x12\x1e.runmesh.v1.ApproveLinkRequest\x1a\x10.runmesh.v1.Node\x12H\n\tListNodes\x12\x1c.runmesh.v1.ListNodesRequest\x1a\x1d.runmesh.v1.ListNodesResponse\x12\x37\n\x07GetNode\x12\x1a.runmesh.v1.GetNodeRequest\x1a\x10.runmesh.v1.Node\x12=\n\nRevokeNode\x12\x1d.runmesh.v1.RevokeNodeRequest\x1a\x10.runmesh.v1.Node\x12\x43\n\x0bGetOverview\x12\x1e.runmesh.v1.GetOverviewRequest\x1a\x14.runmesh.v1.Overview\x12\x43\n\rGetNodeConfig\x12\x1a.runmesh.v1.GetNodeRequest\x1a\x16.runmesh.v1.NodeConfig\x12=\n\nRenameNode\x12\x1d.runmesh.v1.RenameNodeRequest\x1a\x10.runmesh.v1.Node\x12Z\n\x0fListAuditEvents\x12\".runmesh.v1.ListAuditEventsRequest\x1a#.runmesh.v1.ListAuditEventsResponse\x12\x63\n\x12ListDeviceActivity\x12%.runmesh.v1.ListDeviceActivityRequest\x1a&.runmesh.v1.ListDeviceActivityResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'runmesh.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_APPROVELINKREQUEST']._serialized_start=61
-  _globals['_APPROVELINKREQUEST']._serialized_end=109
-  _globals['_LISTNODESREQUEST']._serialized_start=111
-  _globals['_LISTNODESREQUEST']._serialized_end=185
-  _globals['_LISTNODESRESPONSE']._serialized_start=187
-  _globals['_LISTNODESRESPONSE']._serialized_end=278
-  _globals['_GETNODEREQUEST']._serialized_start=280
-  _globals['_GETNODEREQUEST']._serialized_end=308
-  _globals['_REVOKENODEREQUEST']._serialized_start=310
-  _globals['_REVOKENODEREQUEST']._serialized_end=341
-  _globals['_ADMINSERVICE']._serialized_start=344
-  _globals['_ADMINSERVICE']._serialized_end=617
+  _globals['_OVERVIEW_BYOSENTRY']._loaded_options = None
+  _globals['_OVERVIEW_BYOSENTRY']._serialized_options = b'8\001'
+  _globals['_APPROVELINKREQUEST']._serialized_start=124
+  _globals['_APPROVELINKREQUEST']._serialized_end=172
+  _globals['_LISTNODESREQUEST']._serialized_start=175
+  _globals['_LISTNODESREQUEST']._serialized_end=307
+  _globals['_LISTNODESRESPONSE']._serialized_start=309
+  _globals['_LISTNODESRESPONSE']._serialized_end=400
+  _globals['_GETNODEREQUEST']._serialized_start=402
+  _globals['_GETNODEREQUEST']._serialized_end=430
+  _globals['_REVOKENODEREQUEST']._serialized_start=432
+  _globals['_REVOKENODEREQUEST']._serialized_end=463
+  _globals['_RENAMENODEREQUEST']._serialized_start=465
+  _globals['_RENAMENODEREQUEST']._serialized_end=510
+  _globals['_GETOVERVIEWREQUEST']._serialized_start=512
+  _globals['_GETOVERVIEWREQUEST']._serialized_end=532
+  _globals['_OVERVIEW']._serialized_start=535
+  _globals['_OVERVIEW']._serialized_end=702
+  _globals['_OVERVIEW_BYOSENTRY']._serialized_start=659
+  _globals['_OVERVIEW_BYOSENTRY']._serialized_end=702
+  _globals['_CONFIGPEER']._serialized_start=705
+  _globals['_CONFIGPEER']._serialized_end=837
+  _globals['_NODECONFIG']._serialized_start=840
+  _globals['_NODECONFIG']._serialized_end=999
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=1002
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1159
+  _globals['_AUDITEVENT']._serialized_start=1162
+  _globals['_AUDITEVENT']._serialized_end=1389
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1391
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1495
+  _globals['_LISTDEVICEACTIVITYREQUEST']._serialized_start=1498
+  _globals['_LISTDEVICEACTIVITYREQUEST']._serialized_end=1659
+  _globals['_DEVICEACTIVITY']._serialized_start=1662
+  _globals['_DEVICEACTIVITY']._serialized_end=1913
+  _globals['_LISTDEVICEACTIVITYRESPONSE']._serialized_start=1915
+  _globals['_LISTDEVICEACTIVITYRESPONSE']._serialized_end=2030
+  _globals['_ADMINSERVICE']._serialized_start=2033
+  _globals['_ADMINSERVICE']._serialized_end=2700
 # @@protoc_insertion_point(module_scope)

@@ -55,6 +55,31 @@ class AdminServiceStub:
                 request_serializer=runmesh_dot_v1_dot_admin__pb2.RevokeNodeRequest.SerializeToString,
                 response_deserializer=runmesh_dot_v1_dot_node__pb2.Node.FromString,
                 _registered_method=True)
+        self.GetOverview = channel.unary_unary(
+                '/runmesh.v1.AdminService/GetOverview',
+                request_serializer=runmesh_dot_v1_dot_admin__pb2.GetOverviewRequest.SerializeToString,
+                response_deserializer=runmesh_dot_v1_dot_admin__pb2.Overview.FromString,
+                _registered_method=True)
+        self.GetNodeConfig = channel.unary_unary(
+                '/runmesh.v1.AdminService/GetNodeConfig',
+                request_serializer=runmesh_dot_v1_dot_admin__pb2.GetNodeRequest.SerializeToString,
+                response_deserializer=runmesh_dot_v1_dot_admin__pb2.NodeConfig.FromString,
+                _registered_method=True)
+        self.RenameNode = channel.unary_unary(
+                '/runmesh.v1.AdminService/RenameNode',
+                request_serializer=runmesh_dot_v1_dot_admin__pb2.RenameNodeRequest.SerializeToString,
+                response_deserializer=runmesh_dot_v1_dot_node__pb2.Node.FromString,
+                _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/runmesh.v1.AdminService/ListAuditEvents',
+                request_serializer=runmesh_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=runmesh_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
+        self.ListDeviceActivity = channel.unary_unary(
+                '/runmesh.v1.AdminService/ListDeviceActivity',
+                request_serializer=runmesh_dot_v1_dot_admin__pb2.ListDeviceActivityRequest.SerializeToString,
+                response_deserializer=runmesh_dot_v1_dot_admin__pb2.ListDeviceActivityResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -87,6 +112,42 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOverview(self, request, context):
+        """Counts of the org's nodes by status and by operating system.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNodeConfig(self, request, context):
+        """A node's WireGuard configuration as the coordinator sees it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenameNode(self, request, context):
+        """Gives a node a new DNS-label name, unique among the org's active nodes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEvents(self, request, context):
+        """The org's audit events, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeviceActivity(self, request, context):
+        """One node's activity (connects, disconnects, endpoint changes, ...),
+        newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +170,31 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RevokeNode,
                     request_deserializer=runmesh_dot_v1_dot_admin__pb2.RevokeNodeRequest.FromString,
                     response_serializer=runmesh_dot_v1_dot_node__pb2.Node.SerializeToString,
+            ),
+            'GetOverview': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOverview,
+                    request_deserializer=runmesh_dot_v1_dot_admin__pb2.GetOverviewRequest.FromString,
+                    response_serializer=runmesh_dot_v1_dot_admin__pb2.Overview.SerializeToString,
+            ),
+            'GetNodeConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNodeConfig,
+                    request_deserializer=runmesh_dot_v1_dot_admin__pb2.GetNodeRequest.FromString,
+                    response_serializer=runmesh_dot_v1_dot_admin__pb2.NodeConfig.SerializeToString,
+            ),
+            'RenameNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenameNode,
+                    request_deserializer=runmesh_dot_v1_dot_admin__pb2.RenameNodeRequest.FromString,
+                    response_serializer=runmesh_dot_v1_dot_node__pb2.Node.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=runmesh_dot_v1_dot_admin__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=runmesh_dot_v1_dot_admin__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'ListDeviceActivity': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeviceActivity,
+                    request_deserializer=runmesh_dot_v1_dot_admin__pb2.ListDeviceActivityRequest.FromString,
+                    response_serializer=runmesh_dot_v1_dot_admin__pb2.ListDeviceActivityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +305,141 @@ class AdminService:
             '/runmesh.v1.AdminService/RevokeNode',
             runmesh_dot_v1_dot_admin__pb2.RevokeNodeRequest.SerializeToString,
             runmesh_dot_v1_dot_node__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOverview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runmesh.v1.AdminService/GetOverview',
+            runmesh_dot_v1_dot_admin__pb2.GetOverviewRequest.SerializeToString,
+            runmesh_dot_v1_dot_admin__pb2.Overview.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNodeConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runmesh.v1.AdminService/GetNodeConfig',
+            runmesh_dot_v1_dot_admin__pb2.GetNodeRequest.SerializeToString,
+            runmesh_dot_v1_dot_admin__pb2.NodeConfig.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenameNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runmesh.v1.AdminService/RenameNode',
+            runmesh_dot_v1_dot_admin__pb2.RenameNodeRequest.SerializeToString,
+            runmesh_dot_v1_dot_node__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runmesh.v1.AdminService/ListAuditEvents',
+            runmesh_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
+            runmesh_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeviceActivity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runmesh.v1.AdminService/ListDeviceActivity',
+            runmesh_dot_v1_dot_admin__pb2.ListDeviceActivityRequest.SerializeToString,
+            runmesh_dot_v1_dot_admin__pb2.ListDeviceActivityResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -96,15 +96,13 @@ class PeerMap(_message.Message):
     def __init__(self_, version: _Optional[int] = ..., self: _Optional[_Union[SelfConfig, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ...) -> None: ...
 
 class PeerDelta(_message.Message):
-    __slots__ = ("from_version", "version", "upserted", "removed", "self")
+    __slots__ = ("from_version", "version", "upserted", "removed")
     FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPSERTED_FIELD_NUMBER: _ClassVar[int]
     REMOVED_FIELD_NUMBER: _ClassVar[int]
-    SELF_FIELD_NUMBER: _ClassVar[int]
     from_version: int
     version: int
     upserted: _containers.RepeatedCompositeFieldContainer[Peer]
     removed: _containers.RepeatedScalarFieldContainer[str]
-    self: SelfConfig
-    def __init__(self_, from_version: _Optional[int] = ..., version: _Optional[int] = ..., upserted: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., removed: _Optional[_Iterable[str]] = ..., self: _Optional[_Union[SelfConfig, _Mapping]] = ...) -> None: ...
+    def __init__(self, from_version: _Optional[int] = ..., version: _Optional[int] = ..., upserted: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
