@@ -45,17 +45,22 @@ def is_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite"
 
 
-def create_engine(raw_url: str) -> AsyncEngine:
+def create_engine(raw_url: str, *, for_writes: bool = True) -> AsyncEngine:
+    """An engine for writers, or (``for_writes=False``) for readers.
+
+    On SQLite readers begin with a plain deferred ``BEGIN``: in WAL mode
+    they then read a snapshot without queueing behind writers.
+    """
     url = async_url(raw_url)
     if not is_sqlite(url):
         return create_async_engine(url, pool_pre_ping=True)
 
     engine = create_async_engine(url, connect_args={"timeout": 30})
-    _take_over_sqlite_transactions(engine)
+    _take_over_sqlite_transactions(engine, "BEGIN IMMEDIATE" if for_writes else "BEGIN")
     return engine
 
 
-def _take_over_sqlite_transactions(engine: AsyncEngine) -> None:
+def _take_over_sqlite_transactions(engine: AsyncEngine, begin: str) -> None:
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -71,7 +76,7 @@ def _take_over_sqlite_transactions(engine: AsyncEngine) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(begin)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -9,6 +9,7 @@
     ├── Expired                 expired
     ├── RateLimited             rate_limited, with retry_after seconds
     └── ResourceExhausted       resource_exhausted (address pool, capacity)
+        └── Overloaded          too many stream set-ups at once, with retry_after
 
 Domain code raises these; exactly one place per transport (the servicers'
 error boundary in ``coordinator.rpc``) turns them into gRPC statuses, with
@@ -72,3 +73,11 @@ class RateLimited(CoordinatorError):
 class ResourceExhausted(CoordinatorError):
     status = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "resource_exhausted"
+
+
+class Overloaded(ResourceExhausted):
+    """Too much arriving at once (a reconnect storm); come back later."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)

@@ -1,14 +1,27 @@
 """The open Sync streams of this process and the fan-out that feeds them.
 
-Each org with at least one open stream has a feed: a task that reads the
-change log after every wake-up and hands one ``Broadcast`` — built and
-serialised once — to every subscriber of the org. Subscribers have bounded
-queues; a subscriber that falls behind loses its queued deltas and is sent
-one fresh full map instead, so a slow consumer costs only itself.
+Each org with an open stream has a feed. The feed holds the org's peer list
+at one version, materialised from the change log, and a task that reads
+the log after each wake-up and turns what it finds into one ``Broadcast`` —
+built and serialised once — for every subscriber of the org:
 
-Fan-out is driven from the log, not from the code that made the change: a
-wake-up says only "look at the log", so a change committed by another
-process is delivered the same way once that process's wake-up reaches us.
+    commit (change row + version bump) ── notify ──> OrgFeed
+        OrgFeed: wait for quiet (coalescing), read log, update peer list,
+                 encode one delta ──> each Subscriber's bounded queue
+        stream writer: queue ──> grpc write
+
+Changes that arrive close together become one delta: the feed waits until
+the log has been quiet for ``quiet`` seconds, or ``max_delay`` after the
+first change, whichever is first. Full maps come from the feed's peer list
+(never from a query per node); the peer list is encoded once per version
+and shared by every full map at that version.
+
+Subscribers have bounded queues; one that falls behind loses its queued
+deltas and is sent one fresh full map instead, so a slow consumer costs
+only itself. Fan-out is driven from the log, not from the code that made
+the change: a wake-up says only "look at the log", and the feed also looks
+every ``LOG_POLL_SECONDS``, so a change committed by another process (the
+operator's CLI, another replica) is delivered the same way.
 """
 
 from __future__ import annotations
@@ -17,20 +30,29 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from coordinator import changelog, peermap
 from coordinator.changelog import Change, ChangeOp
 from coordinator.models import Org
-from runmesh.v1 import mesh_pb2
+from runmesh.v1 import mesh_pb2, node_pb2
 
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 64
 LOG_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Coalescing:
+    # Deliver once the log has been quiet this long...
+    quiet: float = 0.02
+    # ...or this long after the first undelivered change, whichever is first.
+    max_delay: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -41,6 +63,8 @@ class Broadcast:
     to_version: int
     changes: tuple[Change, ...]
     encoded: bytes
+    # perf_counter() when the feed read the changes, for fan-out latency.
+    read_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -61,11 +85,13 @@ class Subscriber:
     org_id: str
     node_id: str
     public_key: str
-    # The version of the last map or delta written to this stream.
+    # The version of the last map or delta queued for or written to the
+    # stream; the writer keeps it current.
     version: int = 0
     queue: asyncio.Queue[QueueItem] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_LIMIT)
     )
+    resets: int = 0
 
     def offer(self, item: QueueItem) -> None:
         try:
@@ -77,6 +103,7 @@ class Subscriber:
         revoked = False
         while not self.queue.empty():
             revoked |= isinstance(self.queue.get_nowait(), Revocation)
+        self.resets += 1
         log.warning(
             "slow consumer reset to a full map org_id=%s node_id=%s",
             self.org_id,
@@ -96,97 +123,190 @@ class OrgFeed:
     def __init__(
         self,
         org_id: str,
-        version: int,
-        sessions: async_sessionmaker[AsyncSession],
+        readers: async_sessionmaker[AsyncSession],
+        coalescing: Coalescing,
+        on_broadcast: Callable[[Broadcast, int], None] | None = None,
     ) -> None:
         self.org_id = org_id
-        self.version = version
+        self.version = 0
         self.subscribers: dict[int, Subscriber] = {}
-        self._sessions = sessions
+        self._readers = readers
+        self._coalescing = coalescing
+        self._on_broadcast = on_broadcast
+        self._peers: dict[str, node_pb2.Peer] = {}
+        self._self_configs: dict[str, node_pb2.SelfConfig] = {}
+        self._encoded_peers: bytes | None = None
+        self._prefixes = peermap.PrefixLengths(32, 128)
         self._wake = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name=f"feed-{org_id}")
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Load the org's peer list and version in one consistent read."""
+        async with self._readers() as session, session.begin():
+            org = await session.get(Org, self.org_id)
+            if org is None:
+                raise LookupError(f"no org {self.org_id}")
+            nodes = await peermap.active_nodes(session, org.id)
+            self.version = org.mesh_version
+            self._peers = {n.public_key: peermap.peer_of(n) for n in nodes}
+            self._self_configs = {n.public_key: peermap.self_of(n, org) for n in nodes}
+            self._prefixes = peermap.prefix_lengths(org)
+        self._task = asyncio.create_task(self._run(), name=f"feed-{self.org_id}")
 
     def wake(self) -> None:
         self._wake.set()
 
     async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # ---- maps ----
+
+    def full_map(self, public_key: str) -> bytes:
+        """The encoded full map of one node at ``self.version``.
+
+        Two serialised messages concatenated parse as their merge, so the
+        shared, encoded peer list is appended to a small per-node header
+        instead of encoding every peer once per node.
+        """
+        if self._encoded_peers is None:
+            peers = node_pb2.PeerMap(peers=list(self._peers.values()))
+            self._encoded_peers = mesh_pb2.CoordinatorMessage(
+                full_map=peers
+            ).SerializeToString()
+        own = self._self_configs.get(public_key)
+        header = node_pb2.PeerMap(version=self.version, self=own)
+        return (
+            mesh_pb2.CoordinatorMessage(full_map=header).SerializeToString()
+            + self._encoded_peers
+        )
+
+    def holds(self, public_key: str) -> bool:
+        return public_key in self._peers
+
+    def peer_count(self) -> int:
+        return len(self._peers)
+
+    # ---- the fan-out task ----
 
     async def _run(self) -> None:
         while True:
-            # A wake-up from this process delivers at once; the timeout makes
-            # the feed look at the log anyway, so a change committed by
-            # another process (the operator's CLI, another replica) is
-            # delivered within LOG_POLL_SECONDS.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), LOG_POLL_SECONDS)
-            self._wake.clear()
+            await self._wait_for_quiet()
             try:
                 await self._deliver_new_changes()
             except Exception:
-                # The log is still there; the next wake-up retries from
+                # The log is still there; the next round reads again from
                 # self.version, so nothing is lost by giving up on this one.
                 log.exception("fan-out failed org_id=%s", self.org_id)
                 await asyncio.sleep(0.5)
                 self._wake.set()
 
+    async def _wait_for_quiet(self) -> None:
+        if not self._wake.is_set():
+            return  # the periodic look at the log: nothing to wait for
+        deadline = time.monotonic() + self._coalescing.max_delay
+        while True:
+            self._wake.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                await asyncio.wait_for(
+                    self._wake.wait(), min(self._coalescing.quiet, left)
+                )
+            except TimeoutError:
+                return  # quiet: deliver what there is
+
     async def _deliver_new_changes(self) -> None:
-        async with self._sessions() as session:
+        async with self._readers() as session:
             changes = tuple(
                 await changelog.changes_since(session, self.org_id, self.version)
             )
         if not changes:
             return
+        read_at = time.perf_counter()
         broadcast = Broadcast(
             from_version=self.version,
             to_version=changes[-1].version,
             changes=changes,
             encoded=encode_delta(self.version, changes),
+            read_at=read_at,
         )
-        self.version = broadcast.to_version
+        self._apply(changes)
         removed = {c.node_id for c in changes if c.op == ChangeOp.REMOVE}
         for subscriber in list(self.subscribers.values()):
             subscriber.offer(broadcast)
             if subscriber.node_id in removed:
                 subscriber.offer(Revocation("node revoked"))
+        if self._on_broadcast is not None:
+            self._on_broadcast(broadcast, len(self.subscribers))
+
+    def _apply(self, changes: tuple[Change, ...]) -> None:
+        for change in changes:
+            if change.op == ChangeOp.REMOVE:
+                self._peers.pop(change.public_key, None)
+                self._self_configs.pop(change.public_key, None)
+            elif change.peer is not None:
+                self._peers[change.public_key] = change.peer
+                self._self_configs[change.public_key] = peermap.self_from_peer(
+                    change.peer, self._prefixes
+                )
+        self.version = changes[-1].version
+        self._encoded_peers = None
 
 
 class Hub:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+    def __init__(
+        self,
+        readers: async_sessionmaker[AsyncSession],
+        coalescing: Coalescing | None = None,
+        on_broadcast: Callable[[Broadcast, int], None] | None = None,
+    ) -> None:
+        self._readers = readers
+        self._coalescing = coalescing or Coalescing()
+        self._on_broadcast = on_broadcast
         self._feeds: dict[str, OrgFeed] = {}
+        self._starting: dict[str, asyncio.Future[OrgFeed]] = {}
         self._ids = itertools.count(1)
-        # node_id -> stream_id of the stream that owns the node's presence.
-        # A stream that ends after the node reconnected elsewhere must not
-        # mark it offline.
-        self._presence: dict[str, int] = {}
 
-    async def subscribe(self, org_id: str, node_id: str, public_key: str) -> Subscriber:
-        if org_id not in self._feeds:
-            version = await self._current_version(org_id)
-            # Another stream of the org may have made the feed meanwhile.
-            if org_id not in self._feeds:
-                self._feeds[org_id] = OrgFeed(org_id, version, self._sessions)
-        feed = self._feeds[org_id]
-        subscriber = Subscriber(next(self._ids), org_id, node_id, public_key)
+    async def feed(self, org_id: str) -> OrgFeed:
+        feed = self._feeds.get(org_id)
+        if feed is not None:
+            return feed
+        starting = self._starting.get(org_id)
+        if starting is not None:
+            return await asyncio.shield(starting)
+        future: asyncio.Future[OrgFeed] = asyncio.get_running_loop().create_future()
+        self._starting[org_id] = future
+        try:
+            feed = OrgFeed(org_id, self._readers, self._coalescing, self._on_broadcast)
+            await feed.start()
+            self._feeds[org_id] = feed
+            future.set_result(feed)
+            return feed
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._starting[org_id]
+
+    def subscribe(self, feed: OrgFeed, node_id: str, public_key: str) -> Subscriber:
+        """Register a stream at the feed's current version (no await: the
+        version and the subscription cannot drift apart)."""
+        subscriber = Subscriber(next(self._ids), feed.org_id, node_id, public_key)
+        subscriber.version = feed.version
         feed.subscribers[subscriber.stream_id] = subscriber
-        self._presence[node_id] = subscriber.stream_id
         return subscriber
 
-    def unsubscribe(self, subscriber: Subscriber) -> bool:
-        """Forget a stream; True if it still owned its node's presence."""
+    def unsubscribe(self, subscriber: Subscriber) -> None:
         feed = self._feeds.get(subscriber.org_id)
         if feed is not None:
             feed.subscribers.pop(subscriber.stream_id, None)
-        owned = self._presence.get(subscriber.node_id) == subscriber.stream_id
-        if owned:
-            del self._presence[subscriber.node_id]
-        return owned
-
-    def is_present(self, node_id: str) -> bool:
-        return node_id in self._presence
 
     def notify(self, org_id: str) -> None:
         """Something was committed to ``org_id``'s change log."""
@@ -201,10 +321,3 @@ class Hub:
         for feed in self._feeds.values():
             await feed.close()
         self._feeds.clear()
-
-    async def _current_version(self, org_id: str) -> int:
-        async with self._sessions() as session:
-            version = await session.scalar(
-                select(Org.mesh_version).where(Org.id == org_id)
-            )
-        return int(version or 0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -41,24 +42,42 @@ def peer_of(node: Node) -> node_pb2.Peer:
         allowed_ips=allowed,
         endpoints=list(node.endpoints or []),
         persistent_keepalive=DEFAULT_KEEPALIVE,
+        online=node.online,
+    )
+
+
+@dataclass(frozen=True)
+class PrefixLengths:
+    """The org's prefix lengths: a node's interface addresses carry them so
+    the kernel routes the whole mesh to the WireGuard interface."""
+
+    ipv4: int
+    ipv6: int
+
+
+def prefix_lengths(org: Org) -> PrefixLengths:
+    return PrefixLengths(
+        ipaddress.IPv4Network(org.ipv4_prefix).prefixlen,
+        ipaddress.IPv6Network(org.ipv6_prefix).prefixlen,
+    )
+
+
+def self_from_peer(peer: node_pb2.Peer, prefixes: PrefixLengths) -> node_pb2.SelfConfig:
+    addresses = []
+    for cidr in peer.allowed_ips:
+        host = cidr.split("/")[0]
+        length = prefixes.ipv6 if ":" in host else prefixes.ipv4
+        addresses.append(f"{host}/{length}")
+    return node_pb2.SelfConfig(
+        node_id=peer.node_id,
+        name=peer.name,
+        public_key=peer.public_key,
+        addresses=addresses,
     )
 
 
 def self_of(node: Node, org: Org) -> node_pb2.SelfConfig:
-    v4 = ipaddress.IPv4Network(org.ipv4_prefix)
-    v6 = ipaddress.IPv6Network(org.ipv6_prefix)
-    addresses: list[str] = []
-    if node.address is not None:
-        addresses = [
-            f"{node.address.ipv4}/{v4.prefixlen}",
-            f"{node.address.ipv6}/{v6.prefixlen}",
-        ]
-    return node_pb2.SelfConfig(
-        node_id=node.id,
-        name=node.name,
-        public_key=node.public_key,
-        addresses=addresses,
-    )
+    return self_from_peer(peer_of(node), prefix_lengths(org))
 
 
 async def active_nodes(session: AsyncSession, org_id: str) -> Sequence[Node]:
@@ -68,18 +87,6 @@ async def active_nodes(session: AsyncSession, org_id: str) -> Sequence[Node]:
         .order_by(Node.created_at, Node.id)
     )
     return result.unique().all()
-
-
-async def full_map(session: AsyncSession, org: Org, node: Node) -> node_pb2.PeerMap:
-    """The whole map of ``node`` at the org's current version.
-
-    Read in the same transaction as ``org.mesh_version`` so the version and
-    the peers agree.
-    """
-    peers = [peer_of(n) for n in await active_nodes(session, org.id) if n.id != node.id]
-    return node_pb2.PeerMap(
-        version=org.mesh_version, self=self_of(node, org), peers=peers
-    )
 
 
 def compose_delta(from_version: int, changes: Iterable[Change]) -> node_pb2.PeerDelta:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from coordinator.hub import Coalescing
+from coordinator.presence import PresenceTiming
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -28,3 +31,7 @@ class Settings:
     # Peers whose x-runmesh-client-addr metadata is believed (the gateway);
     # for anyone else the transport address is the source.
     trusted_proxies: frozenset[str] = frozenset({"127.0.0.1", "::1"})
+    coalescing: Coalescing = field(default_factory=Coalescing)
+    presence: PresenceTiming = field(default_factory=PresenceTiming)
+    # Stream set-ups (authenticate, subscribe, first map) in progress at once.
+    setup_concurrency: int = 64

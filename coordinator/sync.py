@@ -1,11 +1,16 @@
-"""One node's Sync stream: authenticate, send the full map, then deltas.
+"""One node's Sync stream: authenticate, send the first map, then deltas.
 
 The stream runs as two tasks. The reader takes the node's messages (hello,
 keepalives, resync requests) and notes when it last heard from the node;
-the writer sends the challenge, the first full map and then whatever the
-hub queues, plus keepalives. Reads and writes are never wrapped in
-timeouts that cancel them (that leaks per-stream memory in grpc); deadlines
-are enforced by the writer, which ends the stream.
+the writer sends the challenge, the first map and then whatever the hub
+queues, plus keepalives. Reads and writes are never wrapped in timeouts
+that cancel them (that leaks per-stream memory in grpc); deadlines are
+enforced by the writer, which ends the stream.
+
+The first map is a resume when it can be: if the node's hello names a
+version the change log still holds every change after, the node is sent
+exactly those changes as one delta (an empty one if nothing changed);
+otherwise a full map.
 """
 
 from __future__ import annotations
@@ -16,16 +21,26 @@ import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from coordinator import changelog, nodeauth, nodes, peermap
 from coordinator.errors import InvalidArgument, PermissionDenied
-from coordinator.hub import Broadcast, FullMapNeeded, Hub, Revocation, Subscriber
+from coordinator.gate import SetupGate
+from coordinator.hub import (
+    Broadcast,
+    FullMapNeeded,
+    Hub,
+    OrgFeed,
+    QueueItem,
+    Revocation,
+    Subscriber,
+)
 from coordinator.ids import utcnow
-from coordinator.models import Node, Org
+from coordinator.models import Node
+from coordinator.presence import Presence
 from coordinator.settings import Settings
 from runmesh.v1 import mesh_pb2
 
@@ -33,16 +48,28 @@ log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 10.0
 MAX_ENDPOINTS = 16
+# How long a new node's first stream waits for the feed to learn of it.
+FEED_CATCH_UP_SECONDS = 3.0
 
 Write = Callable[[bytes], Awaitable[None]]
 
 
 @dataclass
+class StreamStats:
+    full_maps: int = 0
+    resumed: int = 0
+    opened: int = 0
+
+
+@dataclass
 class StreamDeps:
-    sessions: async_sessionmaker[AsyncSession]
+    readers: async_sessionmaker[AsyncSession]
     hub: Hub
+    presence: Presence
     identity: nodeauth.CoordinatorIdentity
     settings: Settings
+    gate: SetupGate
+    stats: StreamStats = field(default_factory=StreamStats)
 
 
 def _encode(message: mesh_pb2.CoordinatorMessage) -> bytes:
@@ -91,35 +118,34 @@ class NodeStream:
 
     async def _serve(self) -> None:
         nonce = nodeauth.new_challenge()
-        await self._write(
-            _encode(
-                mesh_pb2.CoordinatorMessage(
-                    challenge=mesh_pb2.Challenge(
-                        nonce=nonce,
-                        coordinator_public_key=self._deps.identity.public_key,
-                    )
-                )
-            )
+        challenge = mesh_pb2.Challenge(
+            nonce=nonce, coordinator_public_key=self._deps.identity.public_key
         )
+        await self._write(_encode(mesh_pb2.CoordinatorMessage(challenge=challenge)))
         hello = await self._await_hello()
         if hello is None:
             return
         endpoints = self._endpoints_of(hello)
-        node = await self._authenticate(hello, nonce)
-        # Subscribe before marking the node online: the subscription claims
-        # the node's presence, so an older stream of the same node that ends
-        # now can no longer mark it offline.
-        subscriber = await self._deps.hub.subscribe(
-            node.org_id, node.id, node.public_key
-        )
-        log.info("stream opened org_id=%s node_id=%s", node.org_id, node.id)
-        reason = "stream ended"
+
+        async with self._deps.gate.admit():
+            node = await self._authenticate(hello, nonce)
+            feed = await self._feed_holding(node)
+            subscriber = self._deps.hub.subscribe(feed, node.id, node.public_key)
+            self._deps.presence.claim(
+                node.id, node.org_id, subscriber.stream_id, endpoints, hello.listen_port
+            )
+            self._deps.stats.opened += 1
+            log.info("stream opened org_id=%s node_id=%s", node.org_id, node.id)
+            reason = "stream ended"
+            try:
+                await self._send_first_map(feed, subscriber, hello.last_version)
+            except BaseException:
+                self._close(subscriber, "failed before its first map")
+                raise
         try:
-            await self._come_online(node.id, endpoints, hello.listen_port)
-            await self._send_full_map(subscriber)
-            reason = await self._pump(subscriber)
+            reason = await self._pump(feed, subscriber)
         finally:
-            await self._close(subscriber, reason)
+            self._close(subscriber, reason)
 
     async def _await_hello(self) -> mesh_pb2.Hello | None:
         ended = asyncio.ensure_future(self._ended.wait())
@@ -137,29 +163,24 @@ class NodeStream:
         return None
 
     async def _authenticate(self, hello: mesh_pb2.Hello, nonce: bytes) -> Node:
-        async with self._deps.sessions() as session:
+        async with self._deps.readers() as session:
             node = await nodes.node_by_key(session, hello.public_key)
         if node is None:
             raise PermissionDenied("unknown or revoked node key")
         self._deps.identity.verify(hello.public_key, nonce, hello.challenge_answer)
         return node
 
-    async def _come_online(self, node_id: str, endpoints: list[str], port: int) -> None:
-        """Mark the node online; an endpoint change is a change to the map."""
-        async with self._deps.sessions() as session, session.begin():
-            node = await session.get(Node, node_id)
-            assert node is not None
-            org = await session.get(Org, node.org_id, with_for_update=True)
-            assert org is not None  # nodes.org_id is a foreign key
-            node.online = True
-            node.last_seen_at = utcnow()
-            changed = endpoints != list(node.endpoints) or port != node.listen_port
-            if changed:
-                node.endpoints = endpoints
-                node.listen_port = port
-                changelog.record_change(session, org, changelog.ChangeOp.UPSERT, node)
-        if changed:
-            self._deps.hub.notify(org.id)
+    async def _feed_holding(self, node: Node) -> OrgFeed:
+        """The org's feed, once it has applied the change that added ``node``
+        (a node may open its stream moments after its approval)."""
+        feed = await self._deps.hub.feed(node.org_id)
+        deadline = time.monotonic() + FEED_CATCH_UP_SECONDS
+        while not feed.holds(node.public_key):
+            if time.monotonic() > deadline:
+                raise PermissionDenied("the node is not (or no longer) in the mesh")
+            feed.wake()
+            await asyncio.sleep(0.02)
+        return feed
 
     def _endpoints_of(self, hello: mesh_pb2.Hello) -> list[str]:
         if len(hello.endpoints) > MAX_ENDPOINTS:
@@ -175,16 +196,41 @@ class NodeStream:
                 endpoints.append(seen)
         return endpoints
 
-    async def _send_full_map(self, subscriber: Subscriber) -> None:
-        async with self._deps.sessions() as session:
-            org = await session.get(Org, subscriber.org_id)
-            node = await session.get(Node, subscriber.node_id)
-            assert org is not None and node is not None
-            peer_map = await peermap.full_map(session, org, node)
-        await self._write(_encode(mesh_pb2.CoordinatorMessage(full_map=peer_map)))
-        subscriber.version = peer_map.version
+    async def _send_first_map(
+        self, feed: OrgFeed, subscriber: Subscriber, last_version: int
+    ) -> None:
+        delta = await self._resume_delta(subscriber, last_version)
+        if delta is None:
+            await self._send_full_map(feed, subscriber)
+            return
+        self._deps.stats.resumed += 1
+        await self._write(_encode(mesh_pb2.CoordinatorMessage(delta=delta)))
 
-    async def _pump(self, subscriber: Subscriber) -> str:
+    async def _resume_delta(
+        self, subscriber: Subscriber, last_version: int
+    ) -> Any | None:
+        """The delta from the node's version to the subscription's, if the
+        log still holds every change in between; None means a full map."""
+        target = subscriber.version
+        if last_version <= 0 or last_version > target:
+            return None
+        if last_version == target:
+            return peermap.compose_delta(last_version, ())
+        async with self._deps.readers() as session:
+            changes = await changelog.changes_since(
+                session, subscriber.org_id, last_version, limit=target - last_version
+            )
+        wanted = range(last_version + 1, target + 1)
+        if [c.version for c in changes] != list(wanted):
+            return None  # pruned from the log (or not contiguous): start over
+        return peermap.compose_delta(last_version, changes)
+
+    async def _send_full_map(self, feed: OrgFeed, subscriber: Subscriber) -> None:
+        subscriber.version = feed.version
+        self._deps.stats.full_maps += 1
+        await self._write(feed.full_map(subscriber.public_key))
+
+    async def _pump(self, feed: OrgFeed, subscriber: Subscriber) -> str:
         """Write queued items until the stream ends; returns why it ended."""
         settings = self._deps.settings
         deadline = settings.keepalive_interval * settings.keepalive_misses
@@ -207,44 +253,43 @@ class NodeStream:
                 if resync in done:
                     self._resync.clear()
                     resync = asyncio.ensure_future(self._resync.wait())
-                    await self._send_full_map(subscriber)
-                if get not in done:
-                    await self._send_keepalive()
-                    continue
-                if not await self._deliver(subscriber, get.result()):
+                    await self._send_full_map(feed, subscriber)
+                if get in done and not await self._deliver(
+                    feed, subscriber, get.result()
+                ):
                     return "node revoked"
+                if not done:
+                    await self._send_keepalive()
         finally:
             ended.cancel()
             resync.cancel()
 
-    async def _deliver(self, subscriber: Subscriber, item: object) -> bool:
+    async def _deliver(
+        self, feed: OrgFeed, subscriber: Subscriber, item: QueueItem
+    ) -> bool:
         if isinstance(item, Revocation):
-            await self._write(
-                _encode(
-                    mesh_pb2.CoordinatorMessage(
-                        revoked=mesh_pb2.Revoked(reason=item.reason)
-                    )
-                )
-            )
+            revoked = mesh_pb2.Revoked(reason=item.reason)
+            await self._write(_encode(mesh_pb2.CoordinatorMessage(revoked=revoked)))
             return False
         if isinstance(item, FullMapNeeded):
-            await self._send_full_map(subscriber)
+            await self._send_full_map(feed, subscriber)
         elif isinstance(item, Broadcast):
-            await self._send_broadcast(subscriber, item)
+            await self._send_broadcast(feed, subscriber, item)
         return True
 
-    async def _send_broadcast(self, subscriber: Subscriber, item: Broadcast) -> None:
+    async def _send_broadcast(
+        self, feed: OrgFeed, subscriber: Subscriber, item: Broadcast
+    ) -> None:
         if item.to_version <= subscriber.version:
-            return  # already in the full map this stream was sent
+            return  # already covered by the map this stream was sent
         if item.from_version == subscriber.version:
             await self._write(item.encoded)
         elif item.from_version < subscriber.version:
-            # The stream's full map already covered part of this broadcast.
             rest = tuple(c for c in item.changes if c.version > subscriber.version)
             delta = peermap.compose_delta(subscriber.version, rest)
             await self._write(_encode(mesh_pb2.CoordinatorMessage(delta=delta)))
         else:
-            await self._send_full_map(subscriber)
+            await self._send_full_map(feed, subscriber)
             return
         subscriber.version = item.to_version
 
@@ -253,21 +298,17 @@ class NodeStream:
         keepalive.sent_at.FromDatetime(utcnow())
         await self._write(_encode(mesh_pb2.CoordinatorMessage(keepalive=keepalive)))
 
-    async def _close(self, subscriber: Subscriber, reason: str) -> None:
-        owned = self._deps.hub.unsubscribe(subscriber)
+    def _close(self, subscriber: Subscriber, reason: str) -> None:
+        self._deps.hub.unsubscribe(subscriber)
+        self._deps.presence.release(
+            subscriber.node_id, subscriber.org_id, subscriber.stream_id
+        )
         log.info(
             "stream closed org_id=%s node_id=%s reason=%s",
             subscriber.org_id,
             subscriber.node_id,
             reason,
         )
-        if not owned:
-            return  # the node is already back on a newer stream
-        async with self._deps.sessions() as session, session.begin():
-            node = await session.get(Node, subscriber.node_id)
-            if node is not None and not self._deps.hub.is_present(node.id):
-                node.online = False
-                node.last_seen_at = utcnow()
 
 
 def _check_endpoint(text: str) -> str:
@@ -277,7 +318,8 @@ def _check_endpoint(text: str) -> str:
         address = ipaddress.ip_address(host)
         number = int(port)
     except ValueError:
-        raise InvalidArgument(f"hello: endpoint {text[:64]!r} is not ip:port") from None
+        shown = text[:64]
+        raise InvalidArgument(f"hello: endpoint {shown!r} is not ip:port") from None
     if not sep or not 1 <= number <= 65535:
         raise InvalidArgument(f"hello: endpoint {text[:64]!r} has no valid port")
     return _format_endpoint(str(address), number)

@@ -17,9 +17,9 @@ from gateway import errors
 from gateway.coordinator import DEFAULT_DEADLINE_SECONDS, Coordinator
 from gateway.envelope import RequestIdMiddleware
 from gateway.limits import BodyLimitMiddleware
-from gateway.routes import links, nodes
+from gateway.routes import activity, audit, links, nodes, overview
 
-_ROUTERS = (links.router, nodes.router)
+_ROUTERS = (links.router, overview.router, nodes.router, audit.router, activity.router)
 
 
 def create_app(
@@ -41,6 +41,10 @@ def create_app(
         version="1",
         description="REST API of the RunMesh control plane.",
         lifespan=lifespan,
+        # "/nodes/" is an unknown path (404 in the envelope), not a 307 to
+        # "/nodes": a redirect is no answer the API documents, and a PATCH or
+        # DELETE that follows one lands on a route that does not take it.
+        redirect_slashes=False,
     )
     for router in _ROUTERS:
         app.include_router(router)

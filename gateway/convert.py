@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
+from google.protobuf import json_format, struct_pb2
+from pydantic import JsonValue
+
 from gateway import schemas
 from gateway.errors import UnexpectedReply
 from runmesh.v1 import admin_pb2, mesh_pb2, node_pb2
@@ -18,6 +21,9 @@ from runmesh.v1 import admin_pb2, mesh_pb2, node_pb2
 T = TypeVar("T")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# The byOs key for nodes that reported no operating system.
+UNKNOWN_OS = "unknown"
 
 _NODE_STATUS: Mapping[int, schemas.NodeStatus] = {
     node_pb2.NODE_STATUS_ONLINE: "online",
@@ -66,6 +72,12 @@ def poll_link_request(body: schemas.PollLinkBody) -> mesh_pb2.PollLinkRequest:
 
 def approve_link_request(body: schemas.ApproveLinkBody) -> admin_pb2.ApproveLinkRequest:
     return admin_pb2.ApproveLinkRequest(code=body.code, name=body.name or "")
+
+
+def rename_node_request(
+    node_id: str, body: schemas.RenameNodeBody
+) -> admin_pb2.RenameNodeRequest:
+    return admin_pb2.RenameNodeRequest(id=node_id, name=body.name)
 
 
 # ---- replies ----
@@ -136,6 +148,89 @@ def coordinator_endpoint(
     reply: mesh_pb2.CoordinatorEndpoint,
 ) -> schemas.CoordinatorEndpoint:
     return schemas.CoordinatorEndpoint(target=reply.target, public_key=reply.public_key)
+
+
+def overview(reply: admin_pb2.Overview) -> schemas.Overview:
+    by_os: dict[str, int] = {}
+    for os, count in reply.by_os.items():
+        # The coordinator counts nodes that gave no OS under "".
+        name = os or UNKNOWN_OS
+        by_os[name] = by_os.get(name, 0) + count
+    return schemas.Overview(
+        total=reply.total,
+        online=reply.online,
+        offline=reply.offline,
+        revoked=reply.revoked,
+        by_os=by_os,
+    )
+
+
+def node_config(reply: admin_pb2.NodeConfig) -> schemas.NodeConfig:
+    return schemas.NodeConfig(
+        node_id=reply.node_id,
+        addresses=list(reply.addresses),
+        listen_port=reply.listen_port,
+        private_key=reply.private_key_placeholder,
+        peers=[config_peer(peer) for peer in reply.peers],
+    )
+
+
+def config_peer(reply: admin_pb2.ConfigPeer) -> schemas.ConfigPeer:
+    return schemas.ConfigPeer(
+        node_id=reply.node_id,
+        name=reply.name,
+        public_key=reply.public_key,
+        allowed_ips=list(reply.allowed_ips),
+        endpoint=reply.endpoint or None,
+        persistent_keepalive=reply.persistent_keepalive,
+    )
+
+
+def audit_event(reply: admin_pb2.AuditEvent) -> schemas.AuditEvent:
+    return schemas.AuditEvent(
+        id=reply.id,
+        org_id=reply.org_id,
+        actor_type=reply.actor_type,
+        actor_id=reply.actor_id,
+        action=reply.action,
+        target_type=reply.target_type,
+        target_id=reply.target_id,
+        attributes=attributes(reply.attributes),
+        created_at=time_of(reply, "created_at"),
+    )
+
+
+def device_activity(reply: admin_pb2.DeviceActivity) -> schemas.DeviceActivity:
+    return schemas.DeviceActivity(
+        id=reply.id,
+        resource_type=reply.resource_type,
+        resource_id=reply.resource_id,
+        event_type=reply.event_type,
+        severity=reply.severity,
+        status=reply.status,
+        title=reply.title,
+        summary=reply.summary,
+        attributes=attributes(reply.attributes),
+        created_at=time_of(reply, "created_at"),
+    )
+
+
+def attributes(struct: struct_pb2.Struct) -> dict[str, JsonValue]:
+    """A Struct as a JSON object; an unset one is ``{}``."""
+    value = _whole_numbers(json_format.MessageToDict(struct))
+    return value if isinstance(value, dict) else {}
+
+
+def _whole_numbers(value: JsonValue) -> JsonValue:
+    # A Struct holds every number as a double, so a port 51820 would show as
+    # 51820.0; numbers that are whole and exact in a double go out as ints.
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(item) for item in value]
+    return value
 
 
 def _known(table: Mapping[int, T], value: int, what: str) -> T:

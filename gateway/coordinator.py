@@ -95,6 +95,44 @@ class Coordinator:
         rpc = self._admin.GetNode
         return await self._call(rpc, request, node_pb2.Node, caller)
 
+    async def get_node_config(
+        self, request: admin_pb2.GetNodeRequest, caller: Caller
+    ) -> admin_pb2.NodeConfig:
+        rpc = self._admin.GetNodeConfig
+        return await self._call(rpc, request, admin_pb2.NodeConfig, caller)
+
+    async def rename_node(
+        self, request: admin_pb2.RenameNodeRequest, caller: Caller
+    ) -> node_pb2.Node:
+        rpc = self._admin.RenameNode
+        return await self._call(rpc, request, node_pb2.Node, caller)
+
+    async def revoke_node(
+        self, request: admin_pb2.RevokeNodeRequest, caller: Caller
+    ) -> node_pb2.Node:
+        rpc = self._admin.RevokeNode
+        return await self._call(rpc, request, node_pb2.Node, caller)
+
+    async def get_overview(
+        self, request: admin_pb2.GetOverviewRequest, caller: Caller
+    ) -> admin_pb2.Overview:
+        rpc = self._admin.GetOverview
+        return await self._call(rpc, request, admin_pb2.Overview, caller)
+
+    async def list_audit_events(
+        self, request: admin_pb2.ListAuditEventsRequest, caller: Caller
+    ) -> admin_pb2.ListAuditEventsResponse:
+        rpc = self._admin.ListAuditEvents
+        reply_type = admin_pb2.ListAuditEventsResponse
+        return await self._call(rpc, request, reply_type, caller)
+
+    async def list_device_activity(
+        self, request: admin_pb2.ListDeviceActivityRequest, caller: Caller
+    ) -> admin_pb2.ListDeviceActivityResponse:
+        rpc = self._admin.ListDeviceActivity
+        reply_type = admin_pb2.ListDeviceActivityResponse
+        return await self._call(rpc, request, reply_type, caller)
+
 
 def coordinator_of(request: Request) -> Coordinator:
     coordinator = getattr(request.app.state, "coordinator", None)

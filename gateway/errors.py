@@ -14,9 +14,10 @@ Every failure a client can see is rendered here, as
 
 Choices the contract leaves open:
 
-- A wrong method answers 405 with the code ``invalid_request`` and keeps the
-  ``Allow`` header: the request is malformed for that path, and the contract's
-  code list stays closed, so clients need no new case.
+- A wrong method answers 405 with the code ``invalid_request`` and an
+  ``Allow`` header listing every method of the path (Starlette's names only
+  the first matching route's): the request is malformed for that path, and the
+  contract's code list stays closed, so clients need no new case.
 - A body over the size cap answers 413 with ``invalid_request`` (raised by
   ``gateway.limits``).
 - Messages of 4xx answers are the coordinator's own (they explain what to fix);
@@ -29,6 +30,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -151,6 +153,7 @@ _DESCRIPTION: Mapping[int, str] = {
     404: "not_found",
     409: "conflict, or resource_exhausted (no address left)",
     410: "expired: the link code outlived its validity",
+    413: "invalid_request: the body is larger than 64 KiB",
     429: "rate_limited: retry after the Retry-After header's seconds",
     500: "internal",
     503: "unavailable: the coordinator cannot be reached",
@@ -306,12 +309,19 @@ def _describe(problem: Mapping[str, Any]) -> str:
     return f"{'.'.join(where) or location[0]}: {text[:1].lower()}{text[1:]}"
 
 
-def api_error_from_http(error: StarletteHTTPException) -> ApiError:
-    """Routing answers (unknown path, wrong method) in the envelope."""
+def api_error_from_http(
+    error: StarletteHTTPException, allowed: Iterable[str] = ()
+) -> ApiError:
+    """Routing answers (unknown path, wrong method) in the envelope.
+
+    ``allowed`` are the methods the path takes, for a 405's ``Allow``.
+    """
     headers = dict(error.headers or {})
     if error.status_code == 404:
         return ApiError(ErrorCode.NOT_FOUND, "no such route", headers=headers)
     if error.status_code == 405:
+        if allowed:
+            headers["Allow"] = ", ".join(sorted(allowed))
         return ApiError(
             ErrorCode.INVALID_REQUEST,
             "method not allowed on this path",
@@ -326,6 +336,25 @@ def api_error_from_http(error: StarletteHTTPException) -> ApiError:
         status=error.status_code,
         headers=headers,
     )
+
+
+def allowed_methods(request: Request) -> set[str]:
+    """Every method the OpenAPI document gives the request's path.
+
+    The published document, not the router, because it is the contract and
+    FastAPI's nested routers do not expose their routes for matching.
+    """
+    paths: Mapping[str, Mapping[str, Any]] = request.app.openapi().get("paths", {})
+    for template, operations in paths.items():
+        if _path_pattern(template).fullmatch(request.url.path):
+            return {method.upper() for method in operations}
+    return set()
+
+
+def _path_pattern(template: str) -> re.Pattern[str]:
+    # "/v1/runmesh/nodes/{id}" matches one segment where "{id}" stands.
+    parts = re.split(r"\{[^/{}]+\}", template)
+    return re.compile("[^/]+".join(re.escape(part) for part in parts))
 
 
 # ---- the handlers ----
@@ -348,7 +377,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
-        return error_response(request, api_error_from_http(error))
+        allowed = allowed_methods(request) if error.status_code == 405 else ()
+        return error_response(request, api_error_from_http(error, allowed))
 
     async def on_unexpected_reply(request: Request, error: Exception) -> JSONResponse:
         log.error(

@@ -163,3 +163,91 @@ class LinkState(_Model):
     coordinator: CoordinatorEndpoint | None = Field(
         None, description="null unless status is approved"
     )
+
+
+class RenameNodeBody(_Model):
+    """A new name for a node."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        description="DNS label: lowercase a-z, 0-9 and hyphens, unique in the org",
+        examples=["ada-laptop"],
+    )
+
+
+class Overview(_Model):
+    """Counts of the org's nodes."""
+
+    total: int = Field(examples=[12])
+    online: int = Field(examples=[7])
+    offline: int = Field(examples=[3])
+    revoked: int = Field(examples=[2])
+    by_os: dict[str, int] = Field(
+        description='active nodes per operating system; "unknown" when none was given',
+        examples=[{"macos": 6, "linux": 4}],
+    )
+
+
+class ConfigPeer(_Model):
+    """One [Peer] section of a node's WireGuard configuration."""
+
+    node_id: str = Field(examples=["node_p2x9c4v1"])
+    name: str = Field(examples=["build-box"])
+    public_key: str = Field(examples=[_EXAMPLE_KEY])
+    allowed_ips: list[str] = Field(
+        examples=[["100.64.0.9/32", "fd7a:115c:a1e0::9/128"]]
+    )
+    endpoint: str | None = Field(
+        description="ip:port; null when the peer reported none",
+        examples=["198.51.100.4:51820"],
+    )
+    persistent_keepalive: int = Field(description="seconds; 0 is off", examples=[25])
+
+
+class NodeConfig(_Model):
+    """A node's WireGuard configuration as the coordinator sees it."""
+
+    node_id: str = Field(examples=["node_7h3k2m9x"])
+    addresses: list[str] = Field(examples=[["100.64.0.7/16", "fd7a:115c:a1e0::7/64"]])
+    listen_port: int = Field(examples=[51820])
+    private_key: str = Field(
+        description="a placeholder: the server never knows the node's private key",
+        examples=["<private key of this device: only it holds the key>"],
+    )
+    peers: list[ConfigPeer]
+
+
+class AuditEvent(_Model):
+    """Something a user, API key, node or the system did in the org."""
+
+    id: str = Field(examples=["aud_3k9m2x7q"])
+    org_id: str = Field(examples=["org_q4r8t2"])
+    actor_type: str = Field(
+        description="user, apiKey, node or system", examples=["apiKey"]
+    )
+    actor_id: str = Field(examples=["key_8c1d5e"])
+    action: str = Field(examples=["node.revoked"])
+    target_type: str = Field(examples=["node"])
+    target_id: str = Field(examples=["node_7h3k2m9x"])
+    attributes: dict[str, JsonValue] = Field(examples=[{"name": "ada-laptop"}])
+    created_at: UtcTime | None
+
+
+class DeviceActivity(_Model):
+    """One event in a node's life: connected, disconnected, endpoint changed…"""
+
+    id: str = Field(examples=["act_5n2v8r1k"])
+    resource_type: str = Field(examples=["runmesh_device"])
+    resource_id: str = Field(examples=["node_7h3k2m9x"])
+    event_type: str = Field(examples=["runmesh.node.connected"])
+    severity: str = Field(description="info or warning", examples=["info"])
+    status: str = Field(
+        description="the node's status after the event", examples=["online"]
+    )
+    title: str = Field(examples=["ada-laptop connected"])
+    summary: str = Field(examples=["ada-laptop connected from 203.0.113.7:51820"])
+    attributes: dict[str, JsonValue] = Field(
+        examples=[{"endpoint": "203.0.113.7:51820"}]
+    )
+    created_at: UtcTime | None

@@ -39,6 +39,8 @@ class PeerMapCopy:
         }
 
     def apply(self, delta: node_pb2.PeerDelta) -> None:
+        if _confirms(delta, self.version):
+            return  # a resume with nothing missed
         if delta.from_version != self.version or delta.version <= self.version:
             raise VersionGap(
                 f"delta {delta.from_version}->{delta.version} does not follow "
@@ -68,6 +70,16 @@ class PeerMapCopy:
     def restore(cls, public_key: str, saved: SavedMap) -> PeerMapCopy:
         peers = {k: ParseDict(v, node_pb2.Peer()) for k, v in saved.peers.items()}
         return cls(public_key, saved.version, saved.name, list(saved.addresses), peers)
+
+
+def _confirms(delta: node_pb2.PeerDelta, version: int) -> bool:
+    """An empty delta from and to the version held: "you are up to date"."""
+    return (
+        delta.from_version == version
+        and delta.version == version
+        and not delta.upserted
+        and not delta.removed
+    )
 
 
 def peer_config(peer: node_pb2.Peer) -> PeerConfig:

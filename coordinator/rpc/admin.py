@@ -44,7 +44,7 @@ class AdminServicer:
     ) -> node_pb2.Node:
         limiter = self._rt.limiter
         source = source_of(context, self._rt.settings.trusted_proxies)
-        async with self._rt.sessions() as session:
+        async with self._rt.readers() as session:
             caller = await self._caller(session, context)
         await limiter.check_approval(caller.key_id, source)
 
@@ -71,7 +71,7 @@ class AdminServicer:
     async def ListNodes(
         self, request: admin_pb2.ListNodesRequest, context: Context
     ) -> admin_pb2.ListNodesResponse:
-        async with self._rt.sessions() as session:
+        async with self._rt.readers() as session:
             caller = await self._caller(session, context)
             where = nodes.NodeFilter(
                 include_revoked=request.include_revoked,
@@ -97,7 +97,7 @@ class AdminServicer:
     async def GetNode(
         self, request: admin_pb2.GetNodeRequest, context: Context
     ) -> node_pb2.Node:
-        async with self._rt.sessions() as session:
+        async with self._rt.readers() as session:
             caller = await self._caller(session, context)
             node = await nodes.get_node(session, caller, request.id)
             return convert.node_message(node)
@@ -106,7 +106,7 @@ class AdminServicer:
     async def GetNodeConfig(
         self, request: admin_pb2.GetNodeRequest, context: Context
     ) -> admin_pb2.NodeConfig:
-        async with self._rt.sessions() as session:
+        async with self._rt.readers() as session:
             caller = await self._caller(session, context)
             node = await nodes.get_node(session, caller, request.id)
             org = await session.get(Org, node.org_id)
@@ -142,7 +142,7 @@ class AdminServicer:
     async def GetOverview(
         self, request: admin_pb2.GetOverviewRequest, context: Context
     ) -> admin_pb2.Overview:
-        async with self._rt.sessions() as session:
+        async with self._rt.readers() as session:
             caller = await self._caller(session, context)
             counts = await nodes.overview(session, caller)
         return admin_pb2.Overview(
@@ -158,7 +158,7 @@ class AdminServicer:
         self, request: admin_pb2.ListAuditEventsRequest, context: Context
     ) -> admin_pb2.ListAuditEventsResponse:
         window = _window_of(request)
-        async with self._rt.sessions() as session:
+        async with self._rt.readers() as session:
             caller = await self._caller(session, context)
             page = await feeds.audit_events(
                 session,
@@ -180,7 +180,7 @@ class AdminServicer:
         self, request: admin_pb2.ListDeviceActivityRequest, context: Context
     ) -> admin_pb2.ListDeviceActivityResponse:
         window = _window_of(request)
-        async with self._rt.sessions() as session:
+        async with self._rt.readers() as session:
             caller = await self._caller(session, context)
             caller.require("activity:read")
             # The node must be the caller's org's: otherwise not_found.

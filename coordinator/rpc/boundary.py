@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import grpc
 from sqlalchemy.exc import OperationalError
 
-from coordinator.errors import CoordinatorError, RateLimited
+from coordinator.errors import CoordinatorError, Overloaded, RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def translate_errors(method: Method[S, Q, R]) -> Method[S, Q, R]:
             return await method(self, request, context)
         except CoordinatorError as exc:
             metadata: list[tuple[str, str]] = [(REASON_KEY, exc.reason)]
-            if isinstance(exc, RateLimited):
+            if isinstance(exc, RateLimited | Overloaded):
                 metadata.append((RETRY_AFTER_KEY, str(exc.retry_after)))
             context.set_trailing_metadata(tuple(metadata))
             await context.abort(exc.status, exc.message)

@@ -17,7 +17,7 @@ from coordinator.rpc.convert import node_message, timestamp
 from coordinator.rpc.credentials import peer_ip, source_of
 from coordinator.runtime import Runtime
 from coordinator.store import in_transaction
-from coordinator.sync import NodeStream, StreamDeps
+from coordinator.sync import NodeStream
 from runmesh.v1 import mesh_pb2
 
 MAX_METADATA_BYTES = 4096
@@ -113,13 +113,9 @@ class MeshServicer:
         request_iterator: AsyncIterator[mesh_pb2.NodeMessage],
         context: Context,
     ) -> None:
-        deps = StreamDeps(
-            sessions=self._rt.sessions,
-            hub=self._rt.hub,
-            identity=self._rt.identity,
-            settings=self._rt.settings,
+        stream = NodeStream(
+            self._rt.streams, request_iterator, context.write, peer_ip(context)
         )
-        stream = NodeStream(deps, request_iterator, context.write, peer_ip(context))
         await stream.run()
 
 

@@ -22,7 +22,7 @@ router = APIRouter(prefix="/v1/runmesh/devices/link", tags=["link"])
     "/start",
     status_code=201,
     summary="Start linking a device",
-    responses=error_responses(400, 409, 429),
+    responses=error_responses(400, 409, 413, 429),
 )
 async def start_link(
     body: schemas.StartLinkBody, coordinator: CoordinatorDep, caller: CallerDep
@@ -35,7 +35,7 @@ async def start_link(
 @router.post(
     "/poll",
     summary="Poll a link request",
-    responses=error_responses(400, 404, 429),
+    responses=error_responses(400, 404, 413, 429),
 )
 async def poll_link(
     body: schemas.PollLinkBody, coordinator: CoordinatorDep, caller: CallerDep
@@ -48,7 +48,7 @@ async def poll_link(
 @router.post(
     "/approve",
     summary="Approve a link code",
-    responses=error_responses(400, 401, 403, 404, 409, 410, 429),
+    responses=error_responses(400, 401, 403, 404, 409, 410, 413, 429),
 )
 async def approve_link(
     body: schemas.ApproveLinkBody, coordinator: CoordinatorDep, caller: CallerDep

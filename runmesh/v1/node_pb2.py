@@ -25,23 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15runmesh/v1/node.proto\x12\nrunmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x03\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0c\x64\x65vice_label\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\n\n\x02os\x18\x06 \x01(\t\x12\x13\n\x0b\x61pp_version\x18\x07 \x01(\t\x12\x12\n\npublic_key\x18\x08 \x01(\t\x12\x0c\n\x04ipv4\x18\t \x01(\t\x12\x0c\n\x04ipv6\x18\n \x01(\t\x12&\n\x06status\x18\x0b \x01(\x0e\x32\x16.runmesh.v1.NodeStatus\x12\x15\n\rowner_user_id\x18\x0c \x01(\t\x12\x11\n\tendpoints\x18\r \x03(\t\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_seen_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x7f\n\x04Peer\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\t\x12\x13\n\x0b\x61llowed_ips\x18\x04 \x03(\t\x12\x11\n\tendpoints\x18\x05 \x03(\t\x12\x1c\n\x14persistent_keepalive\x18\x06 \x01(\r\"R\n\nSelfConfig\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\t\x12\x11\n\taddresses\x18\x04 \x03(\t\"a\n\x07PeerMap\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12$\n\x04self\x18\x02 \x01(\x0b\x32\x16.runmesh.v1.SelfConfig\x12\x1f\n\x05peers\x18\x03 \x03(\x0b\x32\x10.runmesh.v1.Peer\"g\n\tPeerDelta\x12\x14\n\x0c\x66rom_version\x18\x01 \x01(\x04\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\"\n\x08upserted\x18\x03 \x03(\x0b\x32\x10.runmesh.v1.Peer\x12\x0f\n\x07removed\x18\x04 \x03(\t*s\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12NODE_STATUS_ONLINE\x10\x01\x12\x17\n\x13NODE_STATUS_OFFLINE\x10\x02\x12\x17\n\x13NODE_STATUS_REVOKED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15runmesh/v1/node.proto\x12\nrunmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x03\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0c\x64\x65vice_label\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\n\n\x02os\x18\x06 \x01(\t\x12\x13\n\x0b\x61pp_version\x18\x07 \x01(\t\x12\x12\n\npublic_key\x18\x08 \x01(\t\x12\x0c\n\x04ipv4\x18\t \x01(\t\x12\x0c\n\x04ipv6\x18\n \x01(\t\x12&\n\x06status\x18\x0b \x01(\x0e\x32\x16.runmesh.v1.NodeStatus\x12\x15\n\rowner_user_id\x18\x0c \x01(\t\x12\x11\n\tendpoints\x18\r \x03(\t\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_seen_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8f\x01\n\x04Peer\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\t\x12\x13\n\x0b\x61llowed_ips\x18\x04 \x03(\t\x12\x11\n\tendpoints\x18\x05 \x03(\t\x12\x1c\n\x14persistent_keepalive\x18\x06 \x01(\r\x12\x0e\n\x06online\x18\x07 \x01(\x08\"R\n\nSelfConfig\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\t\x12\x11\n\taddresses\x18\x04 \x03(\t\"a\n\x07PeerMap\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12$\n\x04self\x18\x02 \x01(\x0b\x32\x16.runmesh.v1.SelfConfig\x12\x1f\n\x05peers\x18\x03 \x03(\x0b\x32\x10.runmesh.v1.Peer\"g\n\tPeerDelta\x12\x14\n\x0c\x66rom_version\x18\x01 \x01(\x04\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\"\n\x08upserted\x18\x03 \x03(\x0b\x32\x10.runmesh.v1.Peer\x12\x0f\n\x07removed\x18\x04 \x03(\t*s\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12NODE_STATUS_ONLINE\x10\x01\x12\x17\n\x13NODE_STATUS_OFFLINE\x10\x02\x12\x17\n\x13NODE_STATUS_REVOKED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'runmesh.v1.node_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NODESTATUS']._serialized_start=887
-  _globals['_NODESTATUS']._serialized_end=1002
+  _globals['_NODESTATUS']._serialized_start=904
+  _globals['_NODESTATUS']._serialized_end=1019
   _globals['_NODE']._serialized_start=71
   _globals['_NODE']._serialized_end=468
-  _globals['_PEER']._serialized_start=470
-  _globals['_PEER']._serialized_end=597
-  _globals['_SELFCONFIG']._serialized_start=599
-  _globals['_SELFCONFIG']._serialized_end=681
-  _globals['_PEERMAP']._serialized_start=683
-  _globals['_PEERMAP']._serialized_end=780
-  _globals['_PEERDELTA']._serialized_start=782
-  _globals['_PEERDELTA']._serialized_end=885
+  _globals['_PEER']._serialized_start=471
+  _globals['_PEER']._serialized_end=614
+  _globals['_SELFCONFIG']._serialized_start=616
+  _globals['_SELFCONFIG']._serialized_end=698
+  _globals['_PEERMAP']._serialized_start=700
+  _globals['_PEERMAP']._serialized_end=797
+  _globals['_PEERDELTA']._serialized_start=799
+  _globals['_PEERDELTA']._serialized_end=902
 # @@protoc_insertion_point(module_scope)

@@ -58,20 +58,22 @@ class Node(_message.Message):
     def __init__(self, id: _Optional[str] = ..., org_id: _Optional[str] = ..., name: _Optional[str] = ..., device_label: _Optional[str] = ..., hostname: _Optional[str] = ..., os: _Optional[str] = ..., app_version: _Optional[str] = ..., public_key: _Optional[str] = ..., ipv4: _Optional[str] = ..., ipv6: _Optional[str] = ..., status: _Optional[_Union[NodeStatus, str]] = ..., owner_user_id: _Optional[str] = ..., endpoints: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Peer(_message.Message):
-    __slots__ = ("node_id", "name", "public_key", "allowed_ips", "endpoints", "persistent_keepalive")
+    __slots__ = ("node_id", "name", "public_key", "allowed_ips", "endpoints", "persistent_keepalive", "online")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_IPS_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     PERSISTENT_KEEPALIVE_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     name: str
     public_key: str
     allowed_ips: _containers.RepeatedScalarFieldContainer[str]
     endpoints: _containers.RepeatedScalarFieldContainer[str]
     persistent_keepalive: int
-    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., public_key: _Optional[str] = ..., allowed_ips: _Optional[_Iterable[str]] = ..., endpoints: _Optional[_Iterable[str]] = ..., persistent_keepalive: _Optional[int] = ...) -> None: ...
+    online: bool
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., public_key: _Optional[str] = ..., allowed_ips: _Optional[_Iterable[str]] = ..., endpoints: _Optional[_Iterable[str]] = ..., persistent_keepalive: _Optional[int] = ..., online: _Optional[bool] = ...) -> None: ...
 
 class SelfConfig(_message.Message):
     __slots__ = ("node_id", "name", "public_key", "addresses")

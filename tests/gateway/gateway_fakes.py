@@ -87,6 +87,24 @@ class FakeCoordinator(
     async def GetNode(self, request: Any, context: Any) -> Any:
         return await self._answer("GetNode", request, context)
 
+    async def GetNodeConfig(self, request: Any, context: Any) -> Any:
+        return await self._answer("GetNodeConfig", request, context)
+
+    async def RenameNode(self, request: Any, context: Any) -> Any:
+        return await self._answer("RenameNode", request, context)
+
+    async def RevokeNode(self, request: Any, context: Any) -> Any:
+        return await self._answer("RevokeNode", request, context)
+
+    async def GetOverview(self, request: Any, context: Any) -> Any:
+        return await self._answer("GetOverview", request, context)
+
+    async def ListAuditEvents(self, request: Any, context: Any) -> Any:
+        return await self._answer("ListAuditEvents", request, context)
+
+    async def ListDeviceActivity(self, request: Any, context: Any) -> Any:
+        return await self._answer("ListDeviceActivity", request, context)
+
 
 def timestamp(iso: str, nanos: int = 0) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()

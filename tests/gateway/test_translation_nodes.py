@@ -141,3 +141,53 @@ async def test_an_unknown_node_status_is_internal_not_a_guess(
 
     error = assert_error(response, 500, "internal")
     assert error["message"] == "internal error"
+
+
+async def test_list_forwards_owner_name_and_ip_filters(
+    client: httpx.AsyncClient, fake: FakeCoordinator
+) -> None:
+    fake.replies["ListNodes"] = admin_pb2.ListNodesResponse(nodes=[sample_node()])
+
+    response = await client.get(
+        "/v1/runmesh/nodes",
+        params={"owner": "me", "name": "ada-", "ip": "fd7a:115c:a1e0::7"},
+    )
+
+    assert response.status_code == 200, response.text
+    sent = fake.last.request
+    assert sent.owned_by_caller is True
+    assert (sent.name_prefix, sent.ip) == ("ada-", "fd7a:115c:a1e0::7")
+
+
+async def test_list_without_filters_sends_none(
+    client: httpx.AsyncClient, fake: FakeCoordinator
+) -> None:
+    fake.replies["ListNodes"] = admin_pb2.ListNodesResponse()
+
+    await client.get("/v1/runmesh/nodes")
+
+    sent = fake.last.request
+    assert (sent.owned_by_caller, sent.name_prefix, sent.ip) == (False, "", "")
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"owner": "you"}, "owner: input should be 'me'"),
+        ({"owner": "user_m2n6p1"}, "owner: input should be 'me'"),
+        ({"name": "n" * 64}, "name: string should have at most 63 characters"),
+        ({"ip": "1" * 65}, "ip: string should have at most 64 characters"),
+        ({"cursor": "c" * 1025}, "cursor: string should have at most 1024 characters"),
+    ],
+)
+async def test_bad_list_filter_is_invalid_request_saying_what_is_wrong(
+    client: httpx.AsyncClient,
+    fake: FakeCoordinator,
+    params: dict[str, str],
+    message: str,
+) -> None:
+    response = await client.get("/v1/runmesh/nodes", params=params)
+
+    error = assert_error(response, 400, "invalid_request")
+    assert error["message"] == message
+    assert fake.calls == []

@@ -171,3 +171,21 @@ async def test_a_crash_in_the_gateway_is_internal_with_a_request_id_and_no_trace
     error = assert_error(response, 500, "internal")
     assert error["message"] == "internal error"
     assert "secret" not in response.text and "Traceback" not in response.text
+
+
+async def test_a_wrong_method_lists_every_method_of_the_path_in_allow(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.put("/v1/runmesh/nodes/node_x", json={"name": "ada"})
+
+    assert_error(response, 405, "invalid_request")
+    assert response.headers["allow"] == "DELETE, GET, PATCH"
+
+
+async def test_a_trailing_slash_is_an_unknown_route_not_a_redirect(
+    client: httpx.AsyncClient, fake: FakeCoordinator
+) -> None:
+    response = await client.delete("/v1/runmesh/nodes/")
+
+    assert_error(response, 404, "not_found")
+    assert fake.calls == []

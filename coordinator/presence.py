@@ -1,0 +1,219 @@
+"""Who is online: stream ownership, the offline grace, batched writes.
+
+A node is online while one of its streams holds its presence. The newest
+stream claims it; an older stream of the same node that ends later finds
+that it no longer owns the presence and changes nothing, so a late-ending
+old stream can never mark a reconnected node offline.
+
+When the owning stream ends, the node is not reported offline at once: a
+timer runs for ``grace`` seconds and a reconnect before it fires cancels
+it, so a node that blips (a coordinator restart, a Wi-Fi roam) is never
+reported offline at all. On start the coordinator gives every node the
+database still calls online a ``startup_grace`` to come back.
+
+Presence changes are peer-map changes (a peer's ``online`` flag and its
+endpoints), so they go through the change log like any other. They are
+written in batches, one transaction every ``flush_interval``: a storm of
+thousands of reconnects costs a few transactions, not thousands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from coordinator import activity, changelog
+from coordinator.hub import Hub
+from coordinator.ids import utcnow
+from coordinator.models import Node, Org
+from coordinator.store import in_transaction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PresenceTiming:
+    grace: float = 10.0
+    startup_grace: float = 60.0
+    flush_interval: float = 0.05
+
+
+@dataclass(frozen=True)
+class Update:
+    org_id: str
+    online: bool
+    endpoints: tuple[str, ...] = ()
+    listen_port: int = 0
+
+
+class Presence:
+    def __init__(
+        self,
+        writers: async_sessionmaker[AsyncSession],
+        hub: Hub,
+        timing: PresenceTiming | None = None,
+    ) -> None:
+        self._writers = writers
+        self._hub = hub
+        self._timing = timing or PresenceTiming()
+        self._claims: dict[str, int] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._pending: dict[str, Update] = {}
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Give the nodes a previous run left online a chance to come back."""
+        async with self._writers() as session:
+            rows = await session.execute(
+                select(Node.id, Node.org_id).where(
+                    Node.online.is_(True), Node.revoked_at.is_(None)
+                )
+            )
+            for node_id, org_id in rows.all():
+                self._start_timer(node_id, org_id, self._timing.startup_grace)
+        self._task = asyncio.create_task(self._flush_forever(), name="presence")
+
+    async def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def claim(
+        self,
+        node_id: str,
+        org_id: str,
+        stream_id: int,
+        endpoints: list[str],
+        listen_port: int,
+    ) -> None:
+        timer = self._timers.pop(node_id, None)
+        if timer is not None:
+            timer.cancel()
+        self._claims[node_id] = stream_id
+        self._queue(node_id, Update(org_id, True, tuple(endpoints), listen_port))
+
+    def release(self, node_id: str, org_id: str, stream_id: int) -> bool:
+        """A stream ended; True if it owned the node's presence."""
+        if self._claims.get(node_id) != stream_id:
+            return False
+        del self._claims[node_id]
+        self._start_timer(node_id, org_id, self._timing.grace)
+        return True
+
+    def is_online(self, node_id: str) -> bool:
+        return node_id in self._claims
+
+    def _start_timer(self, node_id: str, org_id: str, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._timers[node_id] = loop.call_later(delay, self._expire, node_id, org_id)
+
+    def _expire(self, node_id: str, org_id: str) -> None:
+        self._timers.pop(node_id, None)
+        if node_id not in self._claims:
+            self._queue(node_id, Update(org_id, False))
+
+    def _queue(self, node_id: str, update: Update) -> None:
+        # The latest word on a node wins: online-then-offline within one
+        # flush is just offline.
+        self._pending[node_id] = update
+        self._dirty.set()
+
+    async def flush(self) -> None:
+        """Write what is pending now (also used by tests and shutdown)."""
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, {}
+        try:
+            touched = await in_transaction(
+                self._writers, lambda session: _apply(session, batch)
+            )
+        except Exception:
+            log.exception("presence write failed; retrying")
+            for node_id, update in batch.items():
+                self._pending.setdefault(node_id, update)
+            raise
+        for org_id in touched:
+            self._hub.notify(org_id)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            await asyncio.sleep(self._timing.flush_interval)
+            try:
+                await self.flush()
+            except Exception:
+                await asyncio.sleep(0.5)
+                self._dirty.set()
+
+
+async def _apply(session: AsyncSession, batch: dict[str, Update]) -> set[str]:
+    """Write a batch of presence updates; returns the orgs whose map changed."""
+    org_ids = sorted({u.org_id for u in batch.values()})
+    orgs = {
+        org.id: org
+        for org in await session.scalars(
+            select(Org).where(Org.id.in_(org_ids)).with_for_update()
+        )
+    }
+    nodes = (
+        await session.scalars(select(Node).where(Node.id.in_(list(batch))))
+    ).unique()
+    touched: set[str] = set()
+    now = utcnow()
+    for node in nodes:
+        update = batch[node.id]
+        if node.revoked_at is not None:
+            continue
+        if _change(session, node, update):
+            node.last_seen_at = now
+            changelog.record_change(
+                session, orgs[node.org_id], changelog.ChangeOp.UPSERT, node
+            )
+            touched.add(node.org_id)
+    return touched
+
+
+def _change(session: AsyncSession, node: Node, update: Update) -> bool:
+    """Apply one update to a node; True if its peer entry changed."""
+    changed = False
+    if update.online != node.online:
+        node.online = update.online
+        changed = True
+        event = (
+            activity.EventType.CONNECTED
+            if update.online
+            else activity.EventType.DISCONNECTED
+        )
+        summary = "opened its stream" if update.online else "went offline"
+        activity.record(session, node, event, summary)
+        log.info(
+            "node %s org_id=%s node_id=%s",
+            "online" if update.online else "offline",
+            node.org_id,
+            node.id,
+        )
+    if update.online and (
+        list(update.endpoints) != list(node.endpoints)
+        or update.listen_port != node.listen_port
+    ):
+        activity.record(
+            session,
+            node,
+            activity.EventType.ENDPOINT_CHANGED,
+            "endpoints now " + (", ".join(update.endpoints) or "none"),
+            {"from": list(node.endpoints), "to": list(update.endpoints)},
+        )
+        node.endpoints = list(update.endpoints)
+        node.listen_port = update.listen_port
+        changed = True
+    return changed
