@@ -35,7 +35,10 @@ SCOPES = frozenset(
 )
 DEFAULT_SCOPES = ("*",)
 _ORG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$")
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+# Deliberately plain: ASCII local part and domain, no quoting or brackets.
+_EMAIL = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+$"
+)
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,18 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import alembic.util.exc
 import click
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from coordinator import accounts, db, schema, server
 from coordinator.errors import CoordinatorError
+from coordinator.hub import Coalescing
 from coordinator.models import Role
+from coordinator.presence import PresenceTiming
+from coordinator.ratelimit import Policy
 from coordinator.runtime import open_runtime
 from coordinator.settings import Settings
 from coordinator.store import in_transaction
@@ -26,6 +31,7 @@ T = TypeVar("T")
 DB_OPTION = click.option(
     "--db",
     "db_url",
+    show_envvar=True,
     envvar="RUNMESH_DB",
     default=db.DEFAULT_DB_URL,
     show_default=True,
@@ -45,18 +51,25 @@ def _prepare_sqlite_dir(db_url: str) -> None:
 
 
 def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a command's work; any failure becomes one line and exit 2."""
     try:
         return asyncio.run(work())
     except CoordinatorError as exc:
         _fail(exc.message)
     except OSError as exc:
         _fail(str(exc))
+    except alembic.util.exc.CommandError as exc:
+        _fail(f"migration: {exc}")
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        _fail(f"database: {str(cause).splitlines()[0][:300]}")
     raise AssertionError("unreachable")
 
 
 @click.group()
 @click.option(
     "--log-level",
+    show_envvar=True,
     envvar="RUNMESH_LOG_LEVEL",
     default="info",
     show_default=True,
@@ -85,6 +98,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> s
 @DB_OPTION
 @click.option(
     "--listen",
+    show_envvar=True,
     envvar="RUNMESH_LISTEN",
     default="127.0.0.1:50443",
     show_default=True,
@@ -93,6 +107,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> s
 )
 @click.option(
     "--advertise",
+    show_envvar=True,
     envvar="RUNMESH_ADVERTISE",
     default=None,
     callback=lambda c, p, v: v if v is None else _listen_address(c, p, v),
@@ -100,6 +115,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> s
 )
 @click.option(
     "--approve-url",
+    show_envvar=True,
     envvar="RUNMESH_APPROVE_URL",
     default=Settings.approve_url,
     show_default=True,
@@ -107,6 +123,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> s
 )
 @click.option(
     "--link-ttl",
+    show_envvar=True,
     envvar="RUNMESH_LINK_TTL",
     type=click.IntRange(10, 86400),
     default=600,
@@ -115,6 +132,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> s
 )
 @click.option(
     "--link-interval",
+    show_envvar=True,
     envvar="RUNMESH_LINK_INTERVAL",
     type=click.IntRange(1, 60),
     default=5,
@@ -122,7 +140,53 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> s
     help="Seconds a device must wait between polls.",
 )
 @click.option(
+    "--link-starts-per-minute",
+    show_envvar=True,
+    envvar="RUNMESH_LINK_STARTS_PER_MINUTE",
+    type=click.IntRange(1, 1_000_000),
+    default=Policy.starts_per_source,
+    show_default=True,
+    help="Link starts allowed per client address per minute.",
+)
+@click.option(
+    "--failed-approvals-per-minute",
+    show_envvar=True,
+    envvar="RUNMESH_FAILED_APPROVALS_PER_MINUTE",
+    type=click.IntRange(1, 1_000_000),
+    default=Policy.approvals_per_key,
+    show_default=True,
+    help="Failed approvals allowed per API key per minute (3x per address).",
+)
+@click.option(
+    "--coalesce-ms",
+    show_envvar=True,
+    envvar="RUNMESH_COALESCE_MS",
+    type=click.IntRange(0, 5000),
+    default=20,
+    show_default=True,
+    help="Deliver changes once the log was quiet this long (max 12x later).",
+)
+@click.option(
+    "--presence-grace",
+    show_envvar=True,
+    envvar="RUNMESH_PRESENCE_GRACE",
+    type=click.FloatRange(0, 3600),
+    default=10.0,
+    show_default=True,
+    help="Seconds a node whose stream ended stays online, awaiting a reconnect.",
+)
+@click.option(
+    "--change-retention",
+    show_envvar=True,
+    envvar="RUNMESH_CHANGE_RETENTION",
+    type=click.IntRange(60, 90 * 86400),
+    default=86400,
+    show_default=True,
+    help="Seconds the change log keeps changes (how far back a node can resume).",
+)
+@click.option(
     "--keepalive",
+    show_envvar=True,
     envvar="RUNMESH_KEEPALIVE",
     type=click.FloatRange(0.5, 600),
     default=15.0,
@@ -136,6 +200,11 @@ def serve(
     approve_url: str,
     link_ttl: int,
     link_interval: int,
+    link_starts_per_minute: int,
+    failed_approvals_per_minute: int,
+    coalesce_ms: int,
+    presence_grace: float,
+    change_retention: int,
     keepalive: float,
 ) -> None:
     """Run the coordinator's gRPC server (migrates an SQLite database first)."""
@@ -145,10 +214,21 @@ def serve(
         link_ttl=dt.timedelta(seconds=link_ttl),
         link_interval=link_interval,
         keepalive_interval=keepalive,
+        coalescing=Coalescing(
+            quiet=coalesce_ms / 1000, max_delay=max(0.05, 12 * coalesce_ms / 1000)
+        ),
+        presence=PresenceTiming(grace=presence_grace),
+        change_retention=dt.timedelta(seconds=change_retention),
+        limits=Policy(
+            approvals_per_key=failed_approvals_per_minute,
+            approvals_per_source=3 * failed_approvals_per_minute,
+            polls_per_source=max(30, 3 * failed_approvals_per_minute),
+            starts_per_source=link_starts_per_minute,
+        ),
     )
-    _prepare_sqlite_dir(db_url)
 
     async def run() -> None:
+        _prepare_sqlite_dir(db_url)
         is_sqlite = db.is_sqlite(db.async_url(db_url))
         try:
             runtime = await open_runtime(db_url, settings, migrate=is_sqlite)
@@ -170,9 +250,20 @@ def keys() -> None:
 
 @keys.command("create")
 @DB_OPTION
-@click.option("--org", required=True, help="Org name; created when missing.")
 @click.option(
-    "--user", "email", required=True, help="User email; created when missing."
+    "--org",
+    envvar="RUNMESH_ORG",
+    show_envvar=True,
+    required=True,
+    help="Org name; created when missing.",
+)
+@click.option(
+    "--user",
+    "email",
+    envvar="RUNMESH_USER",
+    show_envvar=True,
+    required=True,
+    help="User email; created when missing.",
 )
 @click.option(
     "--role",
@@ -199,10 +290,10 @@ def keys_create(
     The org and the user are created when missing. The key is shown only
     now; the database keeps a hash.
     """
-    wanted = accounts.parse_scopes(scopes) if scopes else accounts.DEFAULT_SCOPES
-    _prepare_sqlite_dir(db_url)
 
     async def run() -> str | None:
+        wanted = accounts.parse_scopes(scopes)
+        _prepare_sqlite_dir(db_url)
         engine = db.create_engine(db_url)
         try:
             await _require_schema(engine, db_url)
@@ -242,9 +333,9 @@ async def _require_schema(engine: AsyncEngine, db_url: str) -> None:
 @click.option("--downgrade", is_flag=True, help="Go down to REVISION instead.")
 def migrate(db_url: str, revision: str, downgrade: bool) -> None:
     """Upgrade (or downgrade) the database schema to REVISION (default: head)."""
-    _prepare_sqlite_dir(db_url)
 
     async def run() -> str | None:
+        _prepare_sqlite_dir(db_url)
         engine = db.create_engine(db_url)
         try:
             if downgrade:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import secrets
+import unicodedata
 from typing import Any
 
 from sqlalchemy import select, update
@@ -26,6 +27,7 @@ from runmesh.wgkey import InvalidKey, decode_key
 
 ALPHABET = "23456789BCDFGHJKMNPQRSTVWXZ"
 CODE_LENGTH = 6
+METADATA_MAX_DEPTH = 8
 _FIELD_LIMITS = {"deviceLabel": 256, "os": 64, "appVersion": 64, "hostname": 256}
 
 
@@ -58,6 +60,29 @@ def check_device_fields(fields: dict[str, str]) -> None:
             raise InvalidArgument(
                 f"{name} is longer than {_FIELD_LIMITS[name]} characters"
             )
+        if any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in value):
+            raise InvalidArgument(f"{name} must not contain control characters")
+
+
+def check_metadata(values: Any, depth: int = 0) -> None:
+    """clientMetadata: small, shallow, plain JSON (checked again here
+    because gRPC clients reach StartLink without the gateway)."""
+    if depth > METADATA_MAX_DEPTH:
+        raise InvalidArgument(
+            f"clientMetadata is nested deeper than {METADATA_MAX_DEPTH} levels"
+        )
+    if isinstance(values, dict):
+        for key, value in values.items():
+            if len(key) > 64 or any(unicodedata.category(c) == "Cc" for c in key):
+                raise InvalidArgument(
+                    "clientMetadata: keys are 1-64 printable characters"
+                )
+            check_metadata(value, depth + 1)
+    elif isinstance(values, list):
+        for value in values:
+            check_metadata(value, depth + 1)
+    elif isinstance(values, float) and not math.isfinite(values):
+        raise InvalidArgument("clientMetadata: numbers must be finite")
 
 
 async def active_node_with_key(session: AsyncSession, public_key: str) -> Node | None:
@@ -135,7 +160,9 @@ def approve_url(settings: Settings, code: str) -> str:
 async def poll_link(
     session: AsyncSession, settings: Settings, *, code: str, public_key: str
 ) -> LinkRequest:
-    request = await _find(session, normalise_code(code))
+    code = normalise_code(code)
+    check_public_key(public_key)
+    request = await _find(session, code)
     if request is None or request.public_key != public_key:
         raise NotFound("no link request with that code and public key")
 

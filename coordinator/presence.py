@@ -1,9 +1,10 @@
 """Who is online: stream ownership, the offline grace, batched writes.
 
-A node is online while one of its streams holds its presence. The newest
-stream claims it; an older stream of the same node that ends later finds
-that it no longer owns the presence and changes nothing, so a late-ending
-old stream can never mark a reconnected node offline.
+A node is online while at least one of its streams is open. Each stream
+holds a claim; the node goes towards offline only when its last claim is
+released, so a late-ending old stream can never mark a node offline that
+has already reconnected on a newer stream, and a second stream of the same
+node (a duplicate process, a half-dead connection) cannot either.
 
 When the owning stream ends, the node is not reported offline at once: a
 timer runs for ``grace`` seconds and a reconnect before it fires cancels
@@ -61,7 +62,8 @@ class Presence:
         self._writers = writers
         self._hub = hub
         self._timing = timing or PresenceTiming()
-        self._claims: dict[str, int] = {}
+        # node_id -> the open streams of the node, oldest first.
+        self._claims: dict[str, list[int]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._pending: dict[str, Update] = {}
         self._dirty = asyncio.Event()
@@ -98,16 +100,22 @@ class Presence:
         timer = self._timers.pop(node_id, None)
         if timer is not None:
             timer.cancel()
-        self._claims[node_id] = stream_id
+        self._claims.setdefault(node_id, []).append(stream_id)
         self._queue(node_id, Update(org_id, True, tuple(endpoints), listen_port))
 
     def release(self, node_id: str, org_id: str, stream_id: int) -> bool:
-        """A stream ended; True if it owned the node's presence."""
-        if self._claims.get(node_id) != stream_id:
+        """A stream ended; True if it was the node's last open stream."""
+        streams = self._claims.get(node_id, [])
+        if stream_id in streams:
+            streams.remove(stream_id)
+        if streams:
             return False
-        del self._claims[node_id]
+        self._claims.pop(node_id, None)
         self._start_timer(node_id, org_id, self._timing.grace)
         return True
+
+    def stream_count(self, node_id: str) -> int:
+        return len(self._claims.get(node_id, ()))
 
     def is_online(self, node_id: str) -> bool:
         return node_id in self._claims

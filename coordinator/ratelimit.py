@@ -3,7 +3,8 @@
 A link code has about 3.9e8 values; without limits a script could try
 codes until one approves a stranger's device into its org. Each failed
 approval counts against the API key and against the client's address;
-each failed poll against the address. Once a limit is reached, further
+each failed poll against the address; every link start counts against the
+address too, since each one stores a request. Once a limit is reached, further
 attempts are refused with ``rate_limited`` before the code is even looked
 up, so a refused attempt teaches nothing and costs nothing — and does not
 count again, which keeps a shared address (a NAT, the gateway) usable for
@@ -32,6 +33,9 @@ class Policy:
     approvals_per_key: int = 10
     approvals_per_source: int = 30
     polls_per_source: int = 30
+    # Link starts are not failures, but each one stores a request: a script
+    # must not be able to fill the database with them.
+    starts_per_source: int = 60
 
 
 class FailureLimiter:
@@ -41,6 +45,7 @@ class FailureLimiter:
         self._approve_key = RateLimitItemPerMinute(policy.approvals_per_key)
         self._approve_source = RateLimitItemPerMinute(policy.approvals_per_source)
         self._poll_source = RateLimitItemPerMinute(policy.polls_per_source)
+        self._start_source = RateLimitItemPerMinute(policy.starts_per_source)
 
     async def check_approval(self, key_id: str, source: str) -> None:
         await self._check(self._approve_key, "approve-key", key_id)
@@ -49,6 +54,11 @@ class FailureLimiter:
     async def approval_failed(self, key_id: str, source: str) -> None:
         await self._limiter.hit(self._approve_key, "approve-key", key_id)
         await self._limiter.hit(self._approve_source, "approve-source", source)
+
+    async def started(self, source: str) -> None:
+        """Count a link start; refuse it if the source started too many."""
+        if not await self._limiter.hit(self._start_source, "start-source", source):
+            await self._check(self._start_source, "start-source", source)
 
     async def check_poll(self, source: str) -> None:
         await self._check(self._poll_source, "poll-source", source)

@@ -76,6 +76,6 @@ async def open_runtime(db_url: str, settings: Settings, migrate: bool) -> Runtim
         identity=identity,
         settings=settings,
         cursors=Cursors(bytes(identity.private_key)),
-        limiter=FailureLimiter(),
+        limiter=FailureLimiter(settings.limits),
         streams=streams,
     )

@@ -8,6 +8,7 @@ import signal
 
 import grpc
 
+from coordinator import housekeeping
 from coordinator.rpc import mesh
 from coordinator.rpc.admin import AdminServicer
 from coordinator.runtime import Runtime
@@ -46,6 +47,9 @@ async def serve(runtime: Runtime, listen: str, grace: float = 5.0) -> None:
     server, port = build_server(runtime, listen)
     await server.start()
     log.info("coordinator listening on %s (port %d)", listen, port)
+    sweeper = asyncio.create_task(
+        housekeeping.sweep_forever(runtime.sessions, runtime.settings.change_retention)
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -54,5 +58,6 @@ async def serve(runtime: Runtime, listen: str, grace: float = 5.0) -> None:
     await stop.wait()
 
     log.info("coordinator stopping")
+    sweeper.cancel()
     await server.stop(grace)
     await runtime.close()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from coordinator.hub import Coalescing
 from coordinator.presence import PresenceTiming
+from coordinator.ratelimit import Policy
 
 
 @dataclass(frozen=True)
@@ -35,3 +36,8 @@ class Settings:
     presence: PresenceTiming = field(default_factory=PresenceTiming)
     # Stream set-ups (authenticate, subscribe, first map) in progress at once.
     setup_concurrency: int = 64
+    limits: Policy = field(default_factory=Policy)
+    # How long the change log keeps a change (the reach of a resume).
+    change_retention: dt.timedelta = field(
+        default_factory=lambda: dt.timedelta(hours=24)
+    )

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from coordinator import changelog, nodeauth, nodes, peermap
-from coordinator.errors import InvalidArgument, PermissionDenied
+from coordinator.errors import InvalidArgument, Overloaded, PermissionDenied
 from coordinator.gate import SetupGate
 from coordinator.hub import (
     Broadcast,
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 10.0
 MAX_ENDPOINTS = 16
+# Open streams one node may hold at once: a reconnect overlaps the old
+# stream for a moment; more than a few means something is wrong.
+MAX_STREAMS_PER_NODE = 4
 # How long a new node's first stream waits for the feed to learn of it.
 FEED_CATCH_UP_SECONDS = 3.0
 
@@ -129,6 +133,11 @@ class NodeStream:
 
         async with self._deps.gate.admit():
             node = await self._authenticate(hello, nonce)
+            if self._deps.presence.stream_count(node.id) >= MAX_STREAMS_PER_NODE:
+                raise Overloaded(
+                    f"this node already holds {MAX_STREAMS_PER_NODE} open streams",
+                    retry_after=5,
+                )
             feed = await self._feed_holding(node)
             subscriber = self._deps.hub.subscribe(feed, node.id, node.public_key)
             self._deps.presence.claim(
@@ -190,8 +199,9 @@ class NodeStream:
         endpoints = [_check_endpoint(e) for e in hello.endpoints]
         # The address the stream came from is often the one peers can reach
         # (a NAT's outside address); offer it after what the node reported.
-        if self._source_ip and hello.listen_port:
-            seen = _format_endpoint(self._source_ip, hello.listen_port)
+        source = _parse_ip(self._source_ip)
+        if source is not None and _reachable(source) and hello.listen_port:
+            seen = _format_endpoint(str(source), hello.listen_port)
             if seen not in endpoints:
                 endpoints.append(seen)
         return endpoints
@@ -311,18 +321,49 @@ class NodeStream:
         )
 
 
+_ENDPOINT = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<v4>[0-9.]+)):(?P<port>[0-9]{1,5})$"
+)
+
+
 def _check_endpoint(text: str) -> str:
-    host, sep, port = text.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
+    """An underlay endpoint peers can send to: ``ip:port`` or ``[ip6]:port``.
+
+    Refused: zone-scoped or link-local addresses (meaningless on another
+    host), unspecified, multicast, broadcast and loopback addresses, IPv6
+    without brackets, and anything but ASCII digits in the port.
+    """
+    shown = text[:64]
+    match = _ENDPOINT.match(text) if text.isascii() else None
+    if match is None:
+        raise InvalidArgument(f"hello: endpoint {shown!r} is not ip:port or [ip6]:port")
     try:
-        address = ipaddress.ip_address(host)
-        number = int(port)
+        address = ipaddress.ip_address(match["v6"] or match["v4"])
     except ValueError:
-        shown = text[:64]
-        raise InvalidArgument(f"hello: endpoint {shown!r} is not ip:port") from None
-    if not sep or not 1 <= number <= 65535:
-        raise InvalidArgument(f"hello: endpoint {text[:64]!r} has no valid port")
-    return _format_endpoint(str(address), number)
+        raise InvalidArgument(f"hello: endpoint {shown!r} has no valid IP") from None
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        raise InvalidArgument(f"hello: endpoint {shown!r} has no valid port")
+    if not _reachable(address):
+        raise InvalidArgument(f"hello: endpoint {shown!r} is not reachable by peers")
+    return _format_endpoint(str(address), port)
+
+
+def _parse_ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text or "")
+    except ValueError:
+        return None
+
+
+def _reachable(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return not (
+        address.is_unspecified
+        or address.is_multicast
+        or address.is_loopback
+        or address.is_link_local
+        or address == ipaddress.IPv4Address("255.255.255.255")
+    )
 
 
 def _format_endpoint(ip: str, port: int) -> str:

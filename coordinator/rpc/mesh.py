@@ -38,11 +38,18 @@ class MeshServicer:
     async def StartLink(
         self, request: mesh_pb2.StartLinkRequest, context: Context
     ) -> mesh_pb2.StartLinkResponse:
-        metadata = MessageToDict(request.client_metadata)
+        await self._rt.limiter.started(
+            source_of(context, self._rt.settings.trusted_proxies)
+        )
         if request.client_metadata.ByteSize() > MAX_METADATA_BYTES:
             raise InvalidArgument(
                 f"clientMetadata is larger than {MAX_METADATA_BYTES} bytes"
             )
+        try:
+            metadata = MessageToDict(request.client_metadata)
+        except ValueError:
+            raise InvalidArgument("clientMetadata: numbers must be finite") from None
+        linking.check_metadata(metadata)
 
         async def work(session: AsyncSession) -> LinkRequest:
             return await linking.start_link(

@@ -113,6 +113,10 @@ def start_coordinator(
         f"{host}:{port}",
         "--link-interval",
         "1",
+        # Suites link hundreds of devices from one address; the limit itself
+        # is tested with its default in the rate-limit tests.
+        "--link-starts-per-minute",
+        "100000",
         *extra,
     ]
     service = start(argv, host, port, workdir / f"coordinator-{port}.log")
