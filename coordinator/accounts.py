@@ -11,13 +11,19 @@ import dataclasses
 import hashlib
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator import audit, ipam
-from coordinator.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from coordinator.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from coordinator.ids import new_id, utcnow
 from coordinator.models import ApiKey, Org, Role, User
 
@@ -50,6 +56,8 @@ class Caller:
     key_id: str
     role: Role
     scopes: frozenset[str]
+    # "user" for API keys; "system" for the operator's command line.
+    actor_type: str = "user"
 
     def require(self, scope: str) -> None:
         if "*" not in self.scopes and scope not in self.scopes:
@@ -62,7 +70,60 @@ class Caller:
 
     @property
     def actor(self) -> audit.Actor:
-        return audit.Actor("user", self.user_id)
+        return audit.Actor(self.actor_type, self.user_id)
+
+
+def operator(org_id: str) -> Caller:
+    """The operator at the coordinator's command line: admin of every org."""
+    return Caller(
+        org_id=org_id,
+        user_id="operator",
+        key_id="cli",
+        role=Role.ADMIN,
+        scopes=frozenset({"*"}),
+        actor_type="system",
+    )
+
+
+async def find_org(session: AsyncSession, name_or_id: str) -> Org:
+    org = await session.scalar(
+        select(Org).where((Org.name == name_or_id) | (Org.id == name_or_id))
+    )
+    if org is None:
+        raise NotFound(f"no org named {name_or_id[:128]!r}")
+    return org
+
+
+async def list_orgs(session: AsyncSession) -> Sequence[Org]:
+    return (await session.scalars(select(Org).order_by(Org.created_at))).all()
+
+
+async def list_users(session: AsyncSession, org: Org) -> Sequence[User]:
+    query = select(User).where(User.org_id == org.id).order_by(User.created_at)
+    return (await session.scalars(query)).all()
+
+
+async def list_keys(session: AsyncSession, org: Org) -> Sequence[ApiKey]:
+    query = select(ApiKey).where(ApiKey.org_id == org.id).order_by(ApiKey.created_at)
+    return (await session.scalars(query)).unique().all()
+
+
+async def revoke_key(session: AsyncSession, key_id: str) -> ApiKey:
+    """Revoke an API key; it fails authentication from the next request on."""
+    row = await session.get(ApiKey, key_id)
+    if row is None:
+        raise NotFound(f"no API key {key_id[:64]!r}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        audit.record(
+            session,
+            org_id=row.org_id,
+            actor=audit.SYSTEM,
+            action="apikey.revoked",
+            target_type="apiKey",
+            target_id=row.id,
+        )
+    return row
 
 
 def hash_key(key: str) -> str:

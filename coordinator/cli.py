@@ -2,68 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import logging
-import sys
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import alembic.util.exc
 import click
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from coordinator import accounts, db, schema, server
-from coordinator.errors import CoordinatorError
+from coordinator import db, metrics, operator_cli, server
+from coordinator.cli_common import DB_OPTION, fail, prepare_sqlite_dir, run
 from coordinator.hub import Coalescing
-from coordinator.models import Role
 from coordinator.presence import PresenceTiming
 from coordinator.ratelimit import Policy
 from coordinator.runtime import open_runtime
 from coordinator.settings import Settings
-from coordinator.store import in_transaction
+from runmesh import logs
 
 T = TypeVar("T")
-
-DB_OPTION = click.option(
-    "--db",
-    "db_url",
-    show_envvar=True,
-    envvar="RUNMESH_DB",
-    default=db.DEFAULT_DB_URL,
-    show_default=True,
-    help="SQLAlchemy URL: sqlite:///PATH (embedded) or postgresql+psycopg://…",
-)
-
-
-def _fail(message: str) -> None:
-    click.echo(f"runmesh-coordinator: {message}", err=True)
-    sys.exit(2)
-
-
-def _prepare_sqlite_dir(db_url: str) -> None:
-    url = db.async_url(db_url)
-    if db.is_sqlite(url) and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-
-
-def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a command's work; any failure becomes one line and exit 2."""
-    try:
-        return asyncio.run(work())
-    except CoordinatorError as exc:
-        _fail(exc.message)
-    except OSError as exc:
-        _fail(str(exc))
-    except alembic.util.exc.CommandError as exc:
-        _fail(f"migration: {exc}")
-    except SQLAlchemyError as exc:
-        cause = getattr(exc, "orig", None) or exc
-        _fail(f"database: {str(cause).splitlines()[0][:300]}")
-    raise AssertionError("unreachable")
 
 
 @click.group()
@@ -75,16 +29,18 @@ def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
-def main(log_level: str) -> None:
+@click.option(
+    "--log-format",
+    envvar="RUNMESH_LOG_FORMAT",
+    show_envvar=True,
+    default="text",
+    show_default=True,
+    type=click.Choice(["text", "json"]),
+    help="text for people, json (one object per line) for log pipelines.",
+)
+def main(log_level: str, log_format: str) -> None:
     """The RunMesh coordinator: owner of all mesh state, served over gRPC."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
-    # Alembic narrates every migration step at INFO; `migrate` prints its
-    # own summary, and `serve` logs once that the schema is current.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logs.configure(log_level, log_format)
 
 
 def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -164,7 +120,8 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> s
     type=click.IntRange(0, 5000),
     default=20,
     show_default=True,
-    help="Deliver changes once the log was quiet this long (max 12x later).",
+    help="Deliver changes once the log was quiet this long (max 12x later; "
+    "in a burst of changes 5x as quiet, max 25x later).",
 )
 @click.option(
     "--presence-grace",
@@ -174,6 +131,16 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> s
     default=10.0,
     show_default=True,
     help="Seconds a node whose stream ended stays online, awaiting a reconnect.",
+)
+@click.option(
+    "--presence-heartbeat",
+    show_envvar=True,
+    envvar="RUNMESH_PRESENCE_HEARTBEAT",
+    type=click.FloatRange(0.5, 3600),
+    default=30.0,
+    show_default=True,
+    help="Seconds between refreshes of held nodes' last-seen time; a node "
+    "online in the database but unseen for 3 of these is reported offline.",
 )
 @click.option(
     "--change-retention",
@@ -193,6 +160,60 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> s
     show_default=True,
     help="Seconds between keepalives on each Sync stream.",
 )
+@click.option(
+    "--stream-queue-limit",
+    envvar="RUNMESH_STREAM_QUEUE_LIMIT",
+    show_envvar=True,
+    type=click.IntRange(1, 100_000),
+    default=64,
+    show_default=True,
+    help="Deltas queued per stream before a slow stream gets a full map instead.",
+)
+@click.option(
+    "--tls-cert",
+    envvar="RUNMESH_TLS_CERT",
+    show_envvar=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM certificate chain for the gRPC listener (with --tls-key).",
+)
+@click.option(
+    "--tls-key",
+    envvar="RUNMESH_TLS_KEY",
+    show_envvar=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM private key of --tls-cert.",
+)
+@click.option(
+    "--insecure",
+    envvar="RUNMESH_INSECURE",
+    show_envvar=True,
+    is_flag=True,
+    help="Allow plaintext on a non-loopback address.",
+)
+@click.option(
+    "--metrics-listen",
+    envvar="RUNMESH_METRICS_LISTEN",
+    show_envvar=True,
+    default=None,
+    callback=lambda c, p, v: v if v is None else _listen_address(c, p, v),
+    help="Serve Prometheus metrics on HOST:PORT (off by default).",
+)
+@click.option(
+    "--reflection",
+    envvar="RUNMESH_REFLECTION",
+    show_envvar=True,
+    is_flag=True,
+    help="Enable gRPC server reflection (for grpcurl).",
+)
+@click.option(
+    "--shutdown-grace",
+    envvar="RUNMESH_SHUTDOWN_GRACE",
+    show_envvar=True,
+    type=click.FloatRange(0, 60),
+    default=5.0,
+    show_default=True,
+    help="Seconds in-flight RPCs get to finish on SIGTERM.",
+)
 def serve(
     db_url: str,
     listen: str,
@@ -204,10 +225,33 @@ def serve(
     failed_approvals_per_minute: int,
     coalesce_ms: int,
     presence_grace: float,
+    presence_heartbeat: float,
     change_retention: int,
     keepalive: float,
+    stream_queue_limit: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    insecure: bool,
+    metrics_listen: str | None,
+    reflection: bool,
+    shutdown_grace: float,
 ) -> None:
-    """Run the coordinator's gRPC server (migrates an SQLite database first)."""
+    """Run the coordinator's gRPC server (migrates an SQLite database first).
+
+    Without --tls-cert/--tls-key it serves plaintext, on a loopback address
+    only unless --insecure is given.
+    """
+    listener = server.Listener(
+        address=listen,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        insecure=insecure,
+        reflection=reflection,
+    )
+    try:
+        listener.check()
+    except server.ListenError as exc:
+        fail(str(exc))
     settings = Settings(
         advertise_target=advertise or listen,
         approve_url=approve_url,
@@ -215,10 +259,14 @@ def serve(
         link_interval=link_interval,
         keepalive_interval=keepalive,
         coalescing=Coalescing(
-            quiet=coalesce_ms / 1000, max_delay=max(0.05, 12 * coalesce_ms / 1000)
+            quiet=coalesce_ms / 1000,
+            max_delay=max(0.05, 12 * coalesce_ms / 1000),
+            burst_quiet=5 * coalesce_ms / 1000,
+            burst_max_delay=max(0.1, 25 * coalesce_ms / 1000),
         ),
-        presence=PresenceTiming(grace=presence_grace),
+        presence=PresenceTiming(grace=presence_grace, heartbeat=presence_heartbeat),
         change_retention=dt.timedelta(seconds=change_retention),
+        stream_queue_limit=stream_queue_limit,
         limits=Policy(
             approvals_per_key=failed_approvals_per_minute,
             approvals_per_source=3 * failed_approvals_per_minute,
@@ -227,123 +275,27 @@ def serve(
         ),
     )
 
-    async def run() -> None:
-        _prepare_sqlite_dir(db_url)
+    async def go() -> None:
+        prepare_sqlite_dir(db_url)
         is_sqlite = db.is_sqlite(db.async_url(db_url))
         try:
             runtime = await open_runtime(db_url, settings, migrate=is_sqlite)
         except RuntimeError as exc:
-            _fail(str(exc))
+            fail(str(exc))
+        if metrics_listen:
+            try:
+                metrics.serve_metrics(metrics_listen)
+            except OSError as exc:
+                await runtime.close()
+                fail(f"cannot serve metrics on {metrics_listen}: {exc}")
         try:
-            await server.serve(runtime, listen)
-        except RuntimeError as exc:
+            await server.serve(runtime, listener, shutdown_grace)
+        except server.ListenError as exc:
             await runtime.close()
-            _fail(f"cannot listen on {listen}: {exc}")
+            fail(str(exc))
 
-    _run(run)
-
-
-@main.group()
-def keys() -> None:
-    """Create API keys."""
+    run(go)
 
 
-@keys.command("create")
-@DB_OPTION
-@click.option(
-    "--org",
-    envvar="RUNMESH_ORG",
-    show_envvar=True,
-    required=True,
-    help="Org name; created when missing.",
-)
-@click.option(
-    "--user",
-    "email",
-    envvar="RUNMESH_USER",
-    show_envvar=True,
-    required=True,
-    help="User email; created when missing.",
-)
-@click.option(
-    "--role",
-    type=click.Choice([r.value for r in Role]),
-    default=Role.ADMIN.value,
-    show_default=True,
-)
-@click.option(
-    "--scopes",
-    default="*",
-    show_default=True,
-    help="Comma-separated scopes, e.g. runmesh:read,runmesh:write.",
-)
-@click.option(
-    "--if-none",
-    is_flag=True,
-    help="Create the key only if the database holds no API key at all.",
-)
-def keys_create(
-    db_url: str, org: str, email: str, role: str, scopes: str, if_none: bool
-) -> None:
-    """Create an API key and print it, alone, on standard output.
-
-    The org and the user are created when missing. The key is shown only
-    now; the database keeps a hash.
-    """
-
-    async def run() -> str | None:
-        wanted = accounts.parse_scopes(scopes)
-        _prepare_sqlite_dir(db_url)
-        engine = db.create_engine(db_url)
-        try:
-            await _require_schema(engine, db_url)
-            sessions = db.session_factory(engine)
-
-            async def work(session: AsyncSession) -> str | None:
-                if if_none and await accounts.count_keys(session) > 0:
-                    return None
-                the_org = await accounts.ensure_org(session, org)
-                user = await accounts.ensure_user(session, the_org, email, Role(role))
-                _, key = await accounts.create_api_key(
-                    session, user, Role(role), wanted
-                )
-                return key
-
-            return await in_transaction(sessions, work)
-        finally:
-            await engine.dispose()
-
-    key = _run(run)
-    if key is None:
-        click.echo("an API key already exists; no new key created", err=True)
-        return
-    click.echo(key)
-
-
-async def _require_schema(engine: AsyncEngine, db_url: str) -> None:
-    if db.is_sqlite(make_url(str(db.async_url(db_url)))):
-        await schema.upgrade(engine)
-    elif not await schema.is_current(engine):
-        raise CoordinatorError("the database schema is not current; run migrate")
-
-
-@main.command()
-@DB_OPTION
-@click.argument("revision", default="head")
-@click.option("--downgrade", is_flag=True, help="Go down to REVISION instead.")
-def migrate(db_url: str, revision: str, downgrade: bool) -> None:
-    """Upgrade (or downgrade) the database schema to REVISION (default: head)."""
-
-    async def run() -> str | None:
-        _prepare_sqlite_dir(db_url)
-        engine = db.create_engine(db_url)
-        try:
-            if downgrade:
-                await schema.downgrade(engine, revision)
-            else:
-                await schema.upgrade(engine, revision)
-            return await schema.current_revision(engine)
-        finally:
-            await engine.dispose()
-
-    click.echo(f"schema at revision {_run(run) or 'base'}")
+for command in operator_cli.COMMANDS:
+    main.add_command(command)

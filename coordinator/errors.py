@@ -8,6 +8,7 @@
     ├── Conflict                conflict
     ├── Expired                 expired
     ├── RateLimited             rate_limited, with retry_after seconds
+    ├── Unavailable             unavailable (shutting down)
     └── ResourceExhausted       resource_exhausted (address pool, capacity)
         └── Overloaded          too many stream set-ups at once, with retry_after
 
@@ -73,6 +74,11 @@ class RateLimited(CoordinatorError):
 class ResourceExhausted(CoordinatorError):
     status = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "resource_exhausted"
+
+
+class Unavailable(CoordinatorError):
+    status = grpc.StatusCode.UNAVAILABLE
+    reason = "unavailable"
 
 
 class Overloaded(ResourceExhausted):

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from coordinator import changelog, peermap
+from coordinator import changelog, metrics, peermap
 from coordinator.changelog import Change, ChangeOp
 from coordinator.models import Org
 from runmesh.v1 import mesh_pb2, node_pb2
@@ -49,10 +49,21 @@ LOG_POLL_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class Coalescing:
-    # Deliver once the log has been quiet this long...
+    """When the feed delivers what it has found in the log.
+
+    A change that comes after a calm is delivered once the log has been
+    quiet for ``quiet`` (at most ``max_delay`` after it). A change that
+    comes within ``burst_window`` of the last delivery is part of a burst
+    (a script renaming a hundred nodes, a reconnect storm): the feed then
+    waits for ``burst_quiet`` of quiet, at most ``burst_max_delay``, so a
+    burst becomes a few deltas per node instead of one per change.
+    """
+
     quiet: float = 0.02
-    # ...or this long after the first undelivered change, whichever is first.
     max_delay: float = 0.25
+    burst_window: float = 1.0
+    burst_quiet: float = 0.1
+    burst_max_delay: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -76,7 +87,15 @@ class FullMapNeeded:
     """Queued in place of deltas a subscriber could not keep up with."""
 
 
-QueueItem = Broadcast | Revocation | FullMapNeeded
+@dataclass(frozen=True)
+class ReconnectRequest:
+    """This process is shutting down: the node should go elsewhere."""
+
+    reason: str
+    retry_within_ms: int
+
+
+QueueItem = Broadcast | Revocation | FullMapNeeded | ReconnectRequest
 
 
 @dataclass(eq=False)
@@ -104,6 +123,7 @@ class Subscriber:
         while not self.queue.empty():
             revoked |= isinstance(self.queue.get_nowait(), Revocation)
         self.resets += 1
+        metrics.SLOW_CONSUMER_RESETS.inc()
         log.warning(
             "slow consumer reset to a full map org_id=%s node_id=%s",
             self.org_id,
@@ -138,6 +158,7 @@ class OrgFeed:
         self._encoded_peers: bytes | None = None
         self._prefixes = peermap.PrefixLengths(32, 128)
         self._wake = asyncio.Event()
+        self._delivered_at = float("-inf")
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -208,16 +229,18 @@ class OrgFeed:
     async def _wait_for_quiet(self) -> None:
         if not self._wake.is_set():
             return  # the periodic look at the log: nothing to wait for
-        deadline = time.monotonic() + self._coalescing.max_delay
+        rules = self._coalescing
+        now = time.monotonic()
+        burst = now - self._delivered_at < rules.burst_window
+        quiet = rules.burst_quiet if burst else rules.quiet
+        deadline = now + (rules.burst_max_delay if burst else rules.max_delay)
         while True:
             self._wake.clear()
             left = deadline - time.monotonic()
             if left <= 0:
                 return
             try:
-                await asyncio.wait_for(
-                    self._wake.wait(), min(self._coalescing.quiet, left)
-                )
+                await asyncio.wait_for(self._wake.wait(), min(quiet, left))
             except TimeoutError:
                 return  # quiet: deliver what there is
 
@@ -228,6 +251,7 @@ class OrgFeed:
             )
         if not changes:
             return
+        self._delivered_at = time.monotonic()
         read_at = time.perf_counter()
         broadcast = Broadcast(
             from_version=self.version,
@@ -237,6 +261,7 @@ class OrgFeed:
             read_at=read_at,
         )
         self._apply(changes)
+        metrics.COALESCED_CHANGES.inc(len(changes) - 1)
         removed = {c.node_id for c in changes if c.op == ChangeOp.REMOVE}
         for subscriber in list(self.subscribers.values()):
             subscriber.offer(broadcast)
@@ -265,8 +290,10 @@ class Hub:
         readers: async_sessionmaker[AsyncSession],
         coalescing: Coalescing | None = None,
         on_broadcast: Callable[[Broadcast, int], None] | None = None,
+        queue_limit: int = QUEUE_LIMIT,
     ) -> None:
         self._readers = readers
+        self._queue_limit = queue_limit
         self._coalescing = coalescing or Coalescing()
         self._on_broadcast = on_broadcast
         self._feeds: dict[str, OrgFeed] = {}
@@ -298,7 +325,13 @@ class Hub:
     def subscribe(self, feed: OrgFeed, node_id: str, public_key: str) -> Subscriber:
         """Register a stream at the feed's current version (no await: the
         version and the subscription cannot drift apart)."""
-        subscriber = Subscriber(next(self._ids), feed.org_id, node_id, public_key)
+        subscriber = Subscriber(
+            next(self._ids),
+            feed.org_id,
+            node_id,
+            public_key,
+            queue=asyncio.Queue(self._queue_limit),
+        )
         subscriber.version = feed.version
         feed.subscribers[subscriber.stream_id] = subscriber
         return subscriber
@@ -316,6 +349,15 @@ class Hub:
 
     def stream_count(self) -> int:
         return sum(len(f.subscribers) for f in self._feeds.values())
+
+    def ask_everyone_to_reconnect(self, reason: str, within_ms: int) -> int:
+        """Queue a Reconnect for every stream; returns how many were asked."""
+        asked = 0
+        for feed in self._feeds.values():
+            for subscriber in feed.subscribers.values():
+                subscriber.offer(ReconnectRequest(reason, within_ms))
+                asked += 1
+        return asked
 
     async def close(self) -> None:
         for feed in self._feeds.values():

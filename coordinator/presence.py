@@ -6,11 +6,17 @@ released, so a late-ending old stream can never mark a node offline that
 has already reconnected on a newer stream, and a second stream of the same
 node (a duplicate process, a half-dead connection) cannot either.
 
-When the owning stream ends, the node is not reported offline at once: a
-timer runs for ``grace`` seconds and a reconnect before it fires cancels
-it, so a node that blips (a coordinator restart, a Wi-Fi roam) is never
-reported offline at all. On start the coordinator gives every node the
-database still calls online a ``startup_grace`` to come back.
+When the node's last stream ends, the node is not reported offline at
+once: a timer runs for ``grace`` seconds and a reconnect before it fires
+cancels it, so a node that blips (a Wi-Fi roam, a replica shutting down)
+is never reported offline at all.
+
+Several replicas, or a replica that crashed, cannot rely on timers alone:
+the process that would have fired them may be gone. So every replica
+refreshes ``last_seen_at`` of the nodes it holds every ``heartbeat``
+seconds, and reaps nodes the database calls online whose ``last_seen_at``
+is older than three heartbeats and that it does not hold itself: their
+replica is gone and they did not come back.
 
 Presence changes are peer-map changes (a peer's ``online`` flag and its
 endpoints), so they go through the change log like any other. They are
@@ -22,10 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from coordinator import activity, changelog
@@ -36,12 +43,19 @@ from coordinator.store import in_transaction
 
 log = logging.getLogger(__name__)
 
+# Ids per IN (...) query, well under SQLite's limit on bound parameters.
+QUERY_CHUNK = 500
+
 
 @dataclass(frozen=True)
 class PresenceTiming:
     grace: float = 10.0
-    startup_grace: float = 60.0
+    heartbeat: float = 30.0
     flush_interval: float = 0.05
+
+    @property
+    def stale_after(self) -> float:
+        return 3 * self.heartbeat
 
 
 @dataclass(frozen=True)
@@ -67,27 +81,56 @@ class Presence:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._pending: dict[str, Update] = {}
         self._dirty = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Give the nodes a previous run left online a chance to come back."""
-        async with self._writers() as session:
-            rows = await session.execute(
-                select(Node.id, Node.org_id).where(
-                    Node.online.is_(True), Node.revoked_at.is_(None)
-                )
-            )
-            for node_id, org_id in rows.all():
-                self._start_timer(node_id, org_id, self._timing.startup_grace)
-        self._task = asyncio.create_task(self._flush_forever(), name="presence")
+        self._tasks = [
+            asyncio.create_task(self._flush_forever(), name="presence-flush"),
+            asyncio.create_task(self._heartbeat_forever(), name="presence-heartbeat"),
+        ]
 
     async def close(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+
+    async def heartbeat(self) -> None:
+        """Refresh the nodes this process holds; reap the ones nobody does."""
+        held = list(self._claims)
+        now = utcnow()
+        stale_before = now - dt.timedelta(seconds=self._timing.stale_after)
+
+        async def work(session: AsyncSession) -> list[tuple[str, str]]:
+            for start in range(0, len(held), QUERY_CHUNK):
+                await session.execute(
+                    update(Node)
+                    .where(Node.id.in_(held[start : start + QUERY_CHUNK]))
+                    .values(last_seen_at=now)
+                )
+            rows = await session.execute(
+                select(Node.id, Node.org_id).where(
+                    Node.online.is_(True),
+                    Node.revoked_at.is_(None),
+                    or_(Node.last_seen_at.is_(None), Node.last_seen_at < stale_before),
+                )
+            )
+            return [(node_id, org_id) for node_id, org_id in rows.all()]
+
+        for node_id, org_id in await in_transaction(self._writers, work):
+            if node_id not in self._claims and node_id not in self._timers:
+                log.info("reaping stale presence org_id=%s node_id=%s", org_id, node_id)
+                self._queue(node_id, Update(org_id, False))
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            try:
+                await self.heartbeat()
+            except Exception:
+                log.exception("presence heartbeat failed; trying again")
+            await asyncio.sleep(self._timing.heartbeat)
 
     def claim(
         self,
@@ -173,15 +216,20 @@ async def _apply(session: AsyncSession, batch: dict[str, Update]) -> set[str]:
             select(Org).where(Org.id.in_(org_ids)).with_for_update()
         )
     }
-    nodes = (
-        await session.scalars(select(Node).where(Node.id.in_(list(batch))))
-    ).unique()
+    nodes: list[Node] = []
+    ids = list(batch)
+    for start in range(0, len(ids), QUERY_CHUNK):
+        chunk = ids[start : start + QUERY_CHUNK]
+        found = await session.scalars(select(Node).where(Node.id.in_(chunk)))
+        nodes.extend(found.unique())
     touched: set[str] = set()
     now = utcnow()
     for node in nodes:
         update = batch[node.id]
         if node.revoked_at is not None:
             continue
+        if update.online:
+            node.last_seen_at = now
         if _change(session, node, update):
             node.last_seen_at = now
             changelog.record_change(

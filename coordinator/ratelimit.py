@@ -17,6 +17,7 @@ allowance by the replica count; the space of codes stays far out of reach.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -25,7 +26,10 @@ from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from coordinator import metrics
 from coordinator.errors import RateLimited
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class FailureLimiter:
     async def _check(self, item: RateLimitItem, kind: str, who: str) -> None:
         if await self._limiter.test(item, kind, who):
             return
+        metrics.RATE_LIMITED.labels(kind.split("-")[0]).inc()
+        log.warning("rate limit hit limit=%s", kind)
         stats = await self._limiter.get_window_stats(item, kind, who)
         wait = math.ceil(stats.reset_time - time.time())
         raise RateLimited(

@@ -56,7 +56,7 @@ async def open_runtime(db_url: str, settings: Settings, migrate: bool) -> Runtim
     sessions = db.session_factory(writer)
     readers = db.session_factory(reader)
     identity = await in_transaction(sessions, nodeauth.load_or_create_identity)
-    hub = Hub(readers, settings.coalescing)
+    hub = Hub(readers, settings.coalescing, queue_limit=settings.stream_queue_limit)
     presence = Presence(sessions, hub, settings.presence)
     await presence.start()
     streams = StreamDeps(

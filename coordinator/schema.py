@@ -9,6 +9,7 @@ race to migrate.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,19 @@ def alembic_config() -> Config:
     return config
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    await _run(engine, lambda cfg: command.upgrade(cfg, revision))
+Progress = Callable[..., None]
 
 
-async def downgrade(engine: AsyncEngine, revision: str) -> None:
-    await _run(engine, lambda cfg: command.downgrade(cfg, revision))
+async def upgrade(
+    engine: AsyncEngine, revision: str = "head", progress: Progress | None = None
+) -> None:
+    await _run(engine, lambda cfg: command.upgrade(cfg, revision), progress)
+
+
+async def downgrade(
+    engine: AsyncEngine, revision: str, progress: Progress | None = None
+) -> None:
+    await _run(engine, lambda cfg: command.downgrade(cfg, revision), progress)
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
@@ -52,10 +60,13 @@ async def is_current(engine: AsyncEngine) -> bool:
     return await current_revision(engine) == head_revision()
 
 
-async def _run(engine: AsyncEngine, step: Any) -> None:
+async def _run(
+    engine: AsyncEngine, step: Any, progress: Progress | None = None
+) -> None:
     def in_sync(sync_conn: Any) -> None:
         config = alembic_config()
         config.attributes["connection"] = sync_conn
+        config.attributes["progress"] = progress
         step(config)
 
     async with engine.begin() as conn:

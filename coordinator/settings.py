@@ -36,6 +36,8 @@ class Settings:
     presence: PresenceTiming = field(default_factory=PresenceTiming)
     # Stream set-ups (authenticate, subscribe, first map) in progress at once.
     setup_concurrency: int = 64
+    # Deltas queued per stream before a slow stream is reset to a full map.
+    stream_queue_limit: int = 64
     limits: Policy = field(default_factory=Policy)
     # How long the change log keeps a change (the reach of a resume).
     change_retention: dt.timedelta = field(

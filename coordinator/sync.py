@@ -27,8 +27,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from coordinator import changelog, nodeauth, nodes, peermap
-from coordinator.errors import InvalidArgument, Overloaded, PermissionDenied
+from coordinator import changelog, metrics, nodeauth, nodes, peermap
+from coordinator.errors import (
+    InvalidArgument,
+    Overloaded,
+    PermissionDenied,
+    Unavailable,
+)
 from coordinator.gate import SetupGate
 from coordinator.hub import (
     Broadcast,
@@ -36,6 +41,7 @@ from coordinator.hub import (
     Hub,
     OrgFeed,
     QueueItem,
+    ReconnectRequest,
     Revocation,
     Subscriber,
 )
@@ -74,6 +80,8 @@ class StreamDeps:
     settings: Settings
     gate: SetupGate
     stats: StreamStats = field(default_factory=StreamStats)
+    # Set on SIGTERM: new streams are refused so nodes go to another replica.
+    shutting_down: bool = False
 
 
 def _encode(message: mesh_pb2.CoordinatorMessage) -> bytes:
@@ -130,7 +138,32 @@ class NodeStream:
         if hello is None:
             return
         endpoints = self._endpoints_of(hello)
+        if self._deps.shutting_down:
+            raise Unavailable("this coordinator is shutting down; use another")
 
+        try:
+            subscriber, feed = await self._set_up(hello, nonce, endpoints)
+        except Overloaded:
+            metrics.STREAM_SETUPS.labels("overloaded").inc()
+            raise
+        except PermissionDenied:
+            metrics.STREAM_SETUPS.labels("denied").inc()
+            raise
+        except BaseException:
+            metrics.STREAM_SETUPS.labels("failed").inc()
+            raise
+        metrics.STREAM_SETUPS.labels("ok").inc()
+        metrics.STREAMS_OPEN.inc()
+        reason = "stream ended"
+        try:
+            reason = await self._pump(feed, subscriber)
+        finally:
+            metrics.STREAMS_OPEN.dec()
+            self._close(subscriber, reason)
+
+    async def _set_up(
+        self, hello: mesh_pb2.Hello, nonce: bytes, endpoints: list[str]
+    ) -> tuple[Subscriber, OrgFeed]:
         async with self._deps.gate.admit():
             node = await self._authenticate(hello, nonce)
             if self._deps.presence.stream_count(node.id) >= MAX_STREAMS_PER_NODE:
@@ -145,16 +178,12 @@ class NodeStream:
             )
             self._deps.stats.opened += 1
             log.info("stream opened org_id=%s node_id=%s", node.org_id, node.id)
-            reason = "stream ended"
             try:
                 await self._send_first_map(feed, subscriber, hello.last_version)
             except BaseException:
                 self._close(subscriber, "failed before its first map")
                 raise
-        try:
-            reason = await self._pump(feed, subscriber)
-        finally:
-            self._close(subscriber, reason)
+        return subscriber, feed
 
     async def _await_hello(self) -> mesh_pb2.Hello | None:
         ended = asyncio.ensure_future(self._ended.wait())
@@ -214,6 +243,7 @@ class NodeStream:
             await self._send_full_map(feed, subscriber)
             return
         self._deps.stats.resumed += 1
+        metrics.MAPS_SENT.labels("resume").inc()
         await self._write(_encode(mesh_pb2.CoordinatorMessage(delta=delta)))
 
     async def _resume_delta(
@@ -238,6 +268,7 @@ class NodeStream:
     async def _send_full_map(self, feed: OrgFeed, subscriber: Subscriber) -> None:
         subscriber.version = feed.version
         self._deps.stats.full_maps += 1
+        metrics.MAPS_SENT.labels("full_map").inc()
         await self._write(feed.full_map(subscriber.public_key))
 
     async def _pump(self, feed: OrgFeed, subscriber: Subscriber) -> str:
@@ -264,10 +295,12 @@ class NodeStream:
                     self._resync.clear()
                     resync = asyncio.ensure_future(self._resync.wait())
                     await self._send_full_map(feed, subscriber)
-                if get in done and not await self._deliver(
-                    feed, subscriber, get.result()
-                ):
-                    return "node revoked"
+                if get in done:
+                    item = get.result()
+                    if not await self._deliver(feed, subscriber, item):
+                        if isinstance(item, ReconnectRequest):
+                            return "coordinator shutting down"
+                        return "node revoked"
                 if not done:
                     await self._send_keepalive()
         finally:
@@ -280,6 +313,13 @@ class NodeStream:
         if isinstance(item, Revocation):
             revoked = mesh_pb2.Revoked(reason=item.reason)
             await self._write(_encode(mesh_pb2.CoordinatorMessage(revoked=revoked)))
+            return False
+        if isinstance(item, ReconnectRequest):
+            reconnect = mesh_pb2.Reconnect(
+                reason=item.reason, retry_within_ms=item.retry_within_ms
+            )
+            message = mesh_pb2.CoordinatorMessage(reconnect=reconnect)
+            await self._write(_encode(message))
             return False
         if isinstance(item, FullMapNeeded):
             await self._send_full_map(feed, subscriber)
@@ -294,6 +334,7 @@ class NodeStream:
             return  # already covered by the map this stream was sent
         if item.from_version == subscriber.version:
             await self._write(item.encoded)
+            metrics.FANOUT_LATENCY.observe(time.perf_counter() - item.read_at)
         elif item.from_version < subscriber.version:
             rest = tuple(c for c in item.changes if c.version > subscriber.version)
             delta = peermap.compose_delta(subscriber.version, rest)
@@ -301,6 +342,7 @@ class NodeStream:
         else:
             await self._send_full_map(feed, subscriber)
             return
+        metrics.MAPS_SENT.labels("delta").inc()
         subscriber.version = item.to_version
 
     async def _send_keepalive(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from dataclasses import dataclass
 
 import grpc
@@ -23,7 +24,7 @@ from meshd.channel import open_channel
 from meshd.errors import MeshdError, NodeRevoked
 from meshd.peermap import PeerMapCopy
 from meshd.reconciler import Reconciler
-from meshd.session import CoordinatorMismatch, SyncSession
+from meshd.session import CoordinatorMismatch, ReconnectRequested, SyncSession
 from meshd.state import StateDir
 from meshd.wireguard.backend import WireGuardBackend, WireGuardError
 from meshd.wireguard.netconf import underlay_addresses
@@ -49,15 +50,19 @@ class Daemon:
         self._options = options
         self._identity = state.load_identity()
         self._key = state.load_key()
-        saved = state.load_map()
-        self._map = (
-            PeerMapCopy.restore(self._identity.public_key, saved)
-            if saved is not None
-            else PeerMapCopy(self._identity.public_key)
-        )
+        self._map = self._restore_map()
         self._reconciler = Reconciler(
             backend, options.interface, self._key, options.listen_port, options.mtu
         )
+
+    def _restore_map(self) -> PeerMapCopy:
+        saved = self._state.load_map()
+        if saved is not None:
+            try:
+                return PeerMapCopy.restore(self._identity.public_key, saved)
+            except ValueError as exc:
+                self._state.discard_map(f"the saved map is not usable ({exc})")
+        return PeerMapCopy(self._identity.public_key)
 
     async def run(self) -> None:
         if self._map.addresses:
@@ -112,6 +117,14 @@ class Daemon:
                     exc.code().name,
                     exc.details(),
                 )
+            except ReconnectRequested as asked:
+                # Not a failure: the coordinator is shutting down. Come back
+                # soon (spread out, so thousands of nodes do not arrive at
+                # once), to the next address, without growing the backoff.
+                delay = random.uniform(0, max(0.05, asked.within))
+                log.info("%s: reconnecting in %.2f s", asked, delay)
+                await asyncio.sleep(delay)
+                continue
             except CoordinatorMismatch as exc:
                 log.error("%s (at %s)", exc, target)
             except NodeRevoked:

@@ -35,6 +35,15 @@ class CoordinatorMismatch(MeshdError):
     """The server's key is not the coordinator this node linked with."""
 
 
+class ReconnectRequested(Exception):
+    """The coordinator is going away and asked the node to come back soon,
+    to whichever coordinator address answers."""
+
+    def __init__(self, reason: str, within_ms: int) -> None:
+        super().__init__(reason)
+        self.within = within_ms / 1000
+
+
 class SyncSession:
     def __init__(
         self,
@@ -105,6 +114,10 @@ class SyncSession:
             elif kind == "revoked":
                 raise NodeRevoked(
                     f"the coordinator revoked this node: {message.revoked.reason}"
+                )
+            elif kind == "reconnect":
+                raise ReconnectRequested(
+                    message.reconnect.reason, message.reconnect.retry_within_ms
                 )
 
     async def _apply_delta(self, call: Call, delta: node_pb2.PeerDelta) -> None:

@@ -18,8 +18,12 @@ if connection is None:
         "run migrations through `runmesh-coordinator migrate`, not bare alembic"
     )
 
+progress = config.attributes.get("progress")
+
 context.configure(
     connection=connection,
+    # `runmesh-coordinator migrate` shows each step as it is applied.
+    on_version_apply=progress,
     target_metadata=Base.metadata,
     render_as_batch=True,  # SQLite alters tables by copy-and-rename
     compare_type=True,

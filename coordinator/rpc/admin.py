@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import time
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coordinator import accounts, feeds, linking, nodeconfig, nodes
+from coordinator import accounts, feeds, linking, metrics, nodeconfig, nodes
 from coordinator.accounts import Caller
 from coordinator.errors import CoordinatorError, RateLimited
 from coordinator.models import Node, Org
@@ -29,6 +31,9 @@ def _window_of(request: WindowRequest) -> feeds.Window:
         return stamp.ToDatetime(tzinfo=dt.UTC)
 
     return feeds.Window(since=at("since"), until=at("until"))
+
+
+log = logging.getLogger(__name__)
 
 
 class AdminServicer:
@@ -55,6 +60,7 @@ class AdminServicer:
             )
             return convert.node_message(node)
 
+        started = time.perf_counter()
         try:
             answer = await in_transaction(self._rt.sessions, work)
         except RateLimited:
@@ -65,6 +71,9 @@ class AdminServicer:
             await limiter.approval_failed(caller.key_id, source)
             raise
         self._rt.hub.notify(answer.org_id)
+        metrics.APPROVAL_LATENCY.observe(time.perf_counter() - started)
+        metrics.LINK_REQUESTS.labels("approve", "ok").inc()
+        log.info("link approved org_id=%s node_id=%s", answer.org_id, answer.id)
         return answer
 
     @translate_errors
@@ -136,6 +145,7 @@ class AdminServicer:
 
         node = await in_transaction(self._rt.sessions, work)
         self._rt.hub.notify(node.org_id)
+        log.info("node revoked org_id=%s node_id=%s", node.org_id, node.id)
         return convert.node_message(node)
 
     @translate_errors

@@ -17,11 +17,15 @@ from typing import Any, TypeVar
 import grpc
 from sqlalchemy.exc import OperationalError
 
+from coordinator import metrics
 from coordinator.errors import CoordinatorError, Overloaded, RateLimited
 
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+# Link-flow RPCs whose failures are counted by reason in the metrics.
+LINK_STEPS = {"StartLink": "start", "PollLink": "poll", "ApproveLink": "approve"}
 
 REASON_KEY = "runmesh-reason"
 RETRY_AFTER_KEY = "retry-after"
@@ -39,6 +43,9 @@ def translate_errors(method: Method[S, Q, R]) -> Method[S, Q, R]:
         try:
             return await method(self, request, context)
         except CoordinatorError as exc:
+            step = LINK_STEPS.get(method.__name__)
+            if step is not None:
+                metrics.LINK_REQUESTS.labels(step, exc.reason).inc()
             metadata: list[tuple[str, str]] = [(REASON_KEY, exc.reason)]
             if isinstance(exc, RateLimited | Overloaded):
                 metadata.append((RETRY_AFTER_KEY, str(exc.retry_after)))

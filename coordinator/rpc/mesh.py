@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,7 +10,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coordinator import linking
+from coordinator import linking, metrics
 from coordinator.errors import InvalidArgument, NotFound
 from coordinator.models import LinkRequest, LinkState, Node
 from coordinator.rpc.boundary import Context, translate_errors
@@ -19,6 +20,8 @@ from coordinator.runtime import Runtime
 from coordinator.store import in_transaction
 from coordinator.sync import NodeStream
 from runmesh.v1 import mesh_pb2
+
+log = logging.getLogger(__name__)
 
 MAX_METADATA_BYTES = 4096
 
@@ -64,6 +67,8 @@ class MeshServicer:
             )
 
         link = await in_transaction(self._rt.sessions, work)
+        metrics.LINK_REQUESTS.labels("start", "ok").inc()
+        log.info("link started link_id=%s", link.id)
         return mesh_pb2.StartLinkResponse(
             code=link.code,
             url=linking.approve_url(self._rt.settings, link.code),
@@ -97,6 +102,7 @@ class MeshServicer:
     async def _poll_answer(
         self, session: AsyncSession, link: LinkRequest
     ) -> mesh_pb2.PollLinkResponse:
+        metrics.LINK_REQUESTS.labels("poll", str(link.state)).inc()
         answer = mesh_pb2.PollLinkResponse(
             status=_LINK_STATUS[LinkState(link.state)],
             expires_at=timestamp(link.expires_at),

@@ -94,18 +94,20 @@ class NodeMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., keepalive: _Optional[_Union[Keepalive, _Mapping]] = ..., resync: _Optional[_Union[ResyncRequest, _Mapping]] = ...) -> None: ...
 
 class CoordinatorMessage(_message.Message):
-    __slots__ = ("challenge", "full_map", "delta", "keepalive", "revoked")
+    __slots__ = ("challenge", "full_map", "delta", "keepalive", "revoked", "reconnect")
     CHALLENGE_FIELD_NUMBER: _ClassVar[int]
     FULL_MAP_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     KEEPALIVE_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
+    RECONNECT_FIELD_NUMBER: _ClassVar[int]
     challenge: Challenge
     full_map: _node_pb2.PeerMap
     delta: _node_pb2.PeerDelta
     keepalive: Keepalive
     revoked: Revoked
-    def __init__(self, challenge: _Optional[_Union[Challenge, _Mapping]] = ..., full_map: _Optional[_Union[_node_pb2.PeerMap, _Mapping]] = ..., delta: _Optional[_Union[_node_pb2.PeerDelta, _Mapping]] = ..., keepalive: _Optional[_Union[Keepalive, _Mapping]] = ..., revoked: _Optional[_Union[Revoked, _Mapping]] = ...) -> None: ...
+    reconnect: Reconnect
+    def __init__(self, challenge: _Optional[_Union[Challenge, _Mapping]] = ..., full_map: _Optional[_Union[_node_pb2.PeerMap, _Mapping]] = ..., delta: _Optional[_Union[_node_pb2.PeerDelta, _Mapping]] = ..., keepalive: _Optional[_Union[Keepalive, _Mapping]] = ..., revoked: _Optional[_Union[Revoked, _Mapping]] = ..., reconnect: _Optional[_Union[Reconnect, _Mapping]] = ...) -> None: ...
 
 class Challenge(_message.Message):
     __slots__ = ("nonce", "coordinator_public_key")
@@ -148,3 +150,11 @@ class Revoked(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     reason: str
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class Reconnect(_message.Message):
+    __slots__ = ("reason", "retry_within_ms")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RETRY_WITHIN_MS_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    retry_within_ms: int
+    def __init__(self, reason: _Optional[str] = ..., retry_within_ms: _Optional[int] = ...) -> None: ...

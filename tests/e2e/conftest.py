@@ -25,7 +25,9 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
 @pytest.fixture
 def lab_coordinator(lab: Lab, tmp_path: Path) -> Iterator[Coordinator]:
     # Listens on the root end of the lab's bridge so the nodes can reach it.
-    service = start_coordinator(tmp_path, host=lab.root_address)
+    # Plaintext is fine on the lab's own bridge; off loopback it must be
+    # asked for explicitly.
+    service = start_coordinator(tmp_path, host=lab.root_address, extra=["--insecure"])
     try:
         yield service
     finally:

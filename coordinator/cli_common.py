@@ -1,0 +1,114 @@
+"""What every ``runmesh-coordinator`` command shares: the --db option, one
+way to fail, running async work, and output as a table or as JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import alembic.util.exc
+import click
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from coordinator import db, schema
+from coordinator.errors import CoordinatorError
+from coordinator.store import in_transaction
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+DB_OPTION = click.option(
+    "--db",
+    "db_url",
+    envvar="RUNMESH_DB",
+    show_envvar=True,
+    default=db.DEFAULT_DB_URL,
+    show_default=True,
+    help="SQLAlchemy URL: sqlite:///PATH (embedded) or postgresql+psycopg://…",
+)
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"runmesh-coordinator: {message}", err=True)
+    sys.exit(2)
+
+
+def prepare_sqlite_dir(db_url: str) -> None:
+    url = db.async_url(db_url)
+    if db.is_sqlite(url) and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a command's work; any failure becomes one line and exit 2."""
+    try:
+        return asyncio.run(work())
+    except CoordinatorError as exc:
+        fail(exc.message)
+    except OSError as exc:
+        fail(str(exc))
+    except alembic.util.exc.CommandError as exc:
+        fail(f"migration: {exc}")
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        fail(f"database: {str(cause).splitlines()[0][:300]}")
+    except Exception as exc:
+        # Never a traceback at the operator's terminal; the details go to
+        # the log (visible with --log-level debug).
+        log.debug("unexpected error", exc_info=True)
+        fail(f"unexpected error ({type(exc).__name__}): {str(exc)[:300]}")
+
+
+async def require_schema(engine: AsyncEngine, db_url: str) -> None:
+    if db.is_sqlite(db.async_url(db_url)):
+        await schema.upgrade(engine)
+    elif not await schema.is_current(engine):
+        raise CoordinatorError("the database schema is not current; run migrate")
+
+
+def in_database(
+    db_url: str, work: Callable[[AsyncSession], Awaitable[T]]
+) -> Callable[[], Coroutine[Any, Any, T]]:
+    """One unit of work against the database at ``db_url``, for ``run``."""
+
+    async def go() -> T:
+        prepare_sqlite_dir(db_url)
+        engine = db.create_engine(db_url)
+        try:
+            await require_schema(engine, db_url)
+            return await in_transaction(db.session_factory(engine), work)
+        finally:
+            await engine.dispose()
+
+    return go
+
+
+def emit(rows: Sequence[dict[str, Any]], as_json: bool, columns: Sequence[str]) -> None:
+    """Rows as a JSON array, or as a table with the given columns."""
+    if as_json:
+        click.echo(json.dumps(list(rows), indent=2, default=str))
+        return
+    cells = [list(columns)] + [
+        ["" if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows
+    ]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    for line in cells:
+        click.echo(
+            "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
+        )
+
+
+def emit_one(row: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(row, indent=2, default=str))
+        return
+    width = max(len(k) for k in row)
+    for key, value in row.items():
+        click.echo(f"{key.ljust(width)}  {'' if value is None else value}")
