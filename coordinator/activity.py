@@ -20,6 +20,7 @@ class EventType(enum.StrEnum):
     ENDPOINT_CHANGED = "runmesh.node.endpoint_changed"
     RENAMED = "runmesh.node.renamed"
     REVOKED = "runmesh.node.revoked"
+    KEY_ROTATED = "runmesh.node.key_rotated"
 
 
 _WORDING: dict[EventType, tuple[str, str]] = {
@@ -28,6 +29,7 @@ _WORDING: dict[EventType, tuple[str, str]] = {
     EventType.ENDPOINT_CHANGED: ("info", "Device endpoints changed"),
     EventType.RENAMED: ("info", "Device renamed"),
     EventType.REVOKED: ("warning", "Device revoked"),
+    EventType.KEY_ROTATED: ("info", "Device key rotated"),
 }
 
 

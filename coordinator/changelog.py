@@ -27,6 +27,9 @@ class ChangeOp(enum.StrEnum):
     UPSERT = "upsert"
     # The peer left the map (revoked); the row carries only its key.
     REMOVE = "remove"
+    # The peer changed its key: the row's public_key is the old key and its
+    # peer carries the new one. Peers drop the old key and add the new.
+    REKEY = "rekey"
 
 
 @dataclass(frozen=True)
@@ -38,20 +41,28 @@ class Change:
     peer: node_pb2.Peer | None
 
 
-def record_change(session: AsyncSession, org: Org, op: ChangeOp, node: Node) -> int:
+def record_change(
+    session: AsyncSession,
+    org: Org,
+    op: ChangeOp,
+    node: Node,
+    old_public_key: str | None = None,
+) -> int:
     """Bump the org's version and log the change; returns the new version.
 
     The caller holds the org row for writing (see ``ipam.allocate_address``).
+    A REKEY names the key being replaced in ``old_public_key``.
     """
     org.mesh_version += 1
-    peer = peermap.peer_of(node) if op == ChangeOp.UPSERT else None
+    peer = peermap.peer_of(node) if op != ChangeOp.REMOVE else None
+    key = old_public_key if op == ChangeOp.REKEY and old_public_key else node.public_key
     session.add(
         MeshChange(
             org_id=org.id,
             version=org.mesh_version,
             op=op,
             node_id=node.id,
-            public_key=node.public_key,
+            public_key=key,
             peer=peer.SerializeToString() if peer is not None else None,
             created_at=utcnow(),
         )

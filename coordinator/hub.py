@@ -263,21 +263,26 @@ class OrgFeed:
         self._apply(changes)
         metrics.COALESCED_CHANGES.inc(len(changes) - 1)
         removed = {c.node_id for c in changes if c.op == ChangeOp.REMOVE}
+        rekeyed = {c.public_key for c in changes if c.op == ChangeOp.REKEY}
         for subscriber in list(self.subscribers.values()):
             subscriber.offer(broadcast)
             if subscriber.node_id in removed:
                 subscriber.offer(Revocation("node revoked"))
+            elif subscriber.public_key in rekeyed:
+                # Streams opened with the old key: come back with the new one.
+                subscriber.offer(ReconnectRequest("node key rotated", 500))
         if self._on_broadcast is not None:
             self._on_broadcast(broadcast, len(self.subscribers))
 
     def _apply(self, changes: tuple[Change, ...]) -> None:
         for change in changes:
-            if change.op == ChangeOp.REMOVE:
+            if change.op in (ChangeOp.REMOVE, ChangeOp.REKEY):
                 self._peers.pop(change.public_key, None)
                 self._self_configs.pop(change.public_key, None)
-            elif change.peer is not None:
-                self._peers[change.public_key] = change.peer
-                self._self_configs[change.public_key] = peermap.self_from_peer(
+            if change.peer is not None:
+                key = change.peer.public_key
+                self._peers[key] = change.peer
+                self._self_configs[key] = peermap.self_from_peer(
                     change.peer, self._prefixes
                 )
         self.version = changes[-1].version

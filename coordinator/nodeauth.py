@@ -31,14 +31,20 @@ class CoordinatorIdentity:
         self.private_key = private_key
         self.public_key = encode_key(bytes(private_key.public_key))
 
-    def verify(self, node_public_key: str, challenge: bytes, answer: bytes) -> None:
+    def verify(
+        self,
+        node_public_key: str,
+        challenge: bytes,
+        answer: bytes,
+        context: bytes = CONTEXT,
+    ) -> None:
         """Raise PermissionDenied unless ``answer`` proves the node's key."""
         try:
             node_key = PublicKey(decode_key(node_public_key))
             opened = Box(self.private_key, node_key).decrypt(answer)
         except (InvalidKey, CryptoError, ValueError, TypeError):
             raise PermissionDenied("the challenge answer does not verify") from None
-        if not secrets.compare_digest(opened, CONTEXT + challenge):
+        if not secrets.compare_digest(opened, context + challenge):
             raise PermissionDenied("the challenge answer is for another challenge")
 
 

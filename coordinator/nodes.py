@@ -218,3 +218,34 @@ async def node_by_key(session: AsyncSession, public_key: str) -> Node | None:
     return await session.scalar(
         select(Node).where(Node.public_key == public_key, Node.revoked_at.is_(None))
     )
+
+
+async def rotate_key(
+    session: AsyncSession, node_id: str, old_key: str, new_key: str
+) -> Node:
+    """Switch a node to a new key it has proven it holds.
+
+    Peers see the old key removed and the new one added in one delta, so
+    no peer keeps the old key.
+    """
+    node = await session.get(Node, node_id)
+    if node is None or node.revoked_at is not None or node.public_key != old_key:
+        raise PermissionDenied("the node or its key is no longer valid")
+    if await node_by_key(session, new_key) is not None:
+        raise Conflict("the new key already belongs to an active node")
+    org = await _org_for_update(session, node.org_id)
+    node.public_key = new_key
+    changelog.record_change(
+        session, org, changelog.ChangeOp.REKEY, node, old_public_key=old_key
+    )
+    audit.record(
+        session,
+        org_id=org.id,
+        actor=audit.Actor("node", node.id),
+        action="node.key_rotated",
+        target_type="node",
+        target_id=node.id,
+        attributes={"from": old_key, "to": new_key},
+    )
+    activity.record(session, node, activity.EventType.KEY_ROTATED, "rotated its key")
+    return node

@@ -90,17 +90,29 @@ async def active_nodes(session: AsyncSession, org_id: str) -> Sequence[Node]:
 
 
 def compose_delta(from_version: int, changes: Iterable[Change]) -> node_pb2.PeerDelta:
-    """One delta covering consecutive changes; the last change per key wins."""
-    latest: dict[str, Change] = {}
+    """One delta covering consecutive changes; the last word per key wins.
+
+    A key change is two words: the old key is removed, the new one added.
+    """
+    latest: dict[str, node_pb2.Peer | None] = {}
     version = from_version
     for change in changes:
-        latest.pop(change.public_key, None)
-        latest[change.public_key] = change
+        for key, peer in _words(change):
+            latest.pop(key, None)
+            latest[key] = peer
         version = max(version, change.version)
     delta = node_pb2.PeerDelta(from_version=from_version, version=version)
-    for key, change in latest.items():
-        if change.peer is not None:
-            delta.upserted.append(change.peer)
+    for key, peer in latest.items():
+        if peer is not None:
+            delta.upserted.append(peer)
         else:
             delta.removed.append(key)
     return delta
+
+
+def _words(change: Change) -> list[tuple[str, node_pb2.Peer | None]]:
+    if change.peer is None:
+        return [(change.public_key, None)]
+    if change.peer.public_key != change.public_key:  # a key change
+        return [(change.public_key, None), (change.peer.public_key, change.peer)]
+    return [(change.public_key, change.peer)]

@@ -146,6 +146,13 @@ class Presence:
         self._claims.setdefault(node_id, []).append(stream_id)
         self._queue(node_id, Update(org_id, True, tuple(endpoints), listen_port))
 
+    def claim_update(
+        self, node_id: str, org_id: str, endpoints: list[str], listen_port: int
+    ) -> None:
+        """New endpoints from a node already holding a stream."""
+        if node_id in self._claims:
+            self._queue(node_id, Update(org_id, True, tuple(endpoints), listen_port))
+
     def release(self, node_id: str, org_id: str, stream_id: int) -> bool:
         """A stream ended; True if it was the node's last open stream."""
         streams = self._claims.get(node_id, [])

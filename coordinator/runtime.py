@@ -61,6 +61,7 @@ async def open_runtime(db_url: str, settings: Settings, migrate: bool) -> Runtim
     await presence.start()
     streams = StreamDeps(
         readers=readers,
+        writers=sessions,
         hub=hub,
         presence=presence,
         identity=identity,

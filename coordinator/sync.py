@@ -46,9 +46,11 @@ from coordinator.hub import (
     Subscriber,
 )
 from coordinator.ids import utcnow
-from coordinator.models import Node
+from coordinator.models import Node, Org
 from coordinator.presence import Presence
 from coordinator.settings import Settings
+from coordinator.store import in_transaction
+from runmesh.challenge import ROTATE_CONTEXT
 from runmesh.v1 import mesh_pb2
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ class StreamStats:
 @dataclass
 class StreamDeps:
     readers: async_sessionmaker[AsyncSession]
+    writers: async_sessionmaker[AsyncSession]
     hub: Hub
     presence: Presence
     identity: nodeauth.CoordinatorIdentity
@@ -104,7 +107,11 @@ class NodeStream:
             asyncio.get_running_loop().create_future()
         )
         self._last_heard = time.monotonic()
-        self._resync = asyncio.Event()
+        self._nonce = b""
+        self._subscriber: Subscriber | None = None
+        # What the node asked for mid-stream (resync, a key rotation),
+        # handled by the writer in order.
+        self._requests: asyncio.Queue[mesh_pb2.NodeMessage] = asyncio.Queue(16)
         self._ended = asyncio.Event()
 
     async def run(self) -> None:
@@ -123,13 +130,16 @@ class NodeStream:
                 kind = message.WhichOneof("kind")
                 if kind == "hello" and not self._hello.done():
                     self._hello.set_result(message.hello)
-                elif kind == "resync":
-                    self._resync.set()
+                elif kind in ("resync", "rotate_key"):
+                    # A node that floods requests gets the stream closed.
+                    self._requests.put_nowait(message)
+                elif kind == "endpoints" and self._subscriber is not None:
+                    self._update_endpoints(self._subscriber, message.endpoints)
         finally:
             self._ended.set()
 
     async def _serve(self) -> None:
-        nonce = nodeauth.new_challenge()
+        nonce = self._nonce = nodeauth.new_challenge()
         challenge = mesh_pb2.Challenge(
             nonce=nonce, coordinator_public_key=self._deps.identity.public_key
         )
@@ -154,6 +164,7 @@ class NodeStream:
             raise
         metrics.STREAM_SETUPS.labels("ok").inc()
         metrics.STREAMS_OPEN.inc()
+        self._subscriber = subscriber
         reason = "stream ended"
         try:
             reason = await self._pump(feed, subscriber)
@@ -276,12 +287,12 @@ class NodeStream:
         settings = self._deps.settings
         deadline = settings.keepalive_interval * settings.keepalive_misses
         ended = asyncio.ensure_future(self._ended.wait())
-        resync = asyncio.ensure_future(self._resync.wait())
+        request = asyncio.ensure_future(self._requests.get())
         try:
             while True:
                 get = asyncio.ensure_future(subscriber.queue.get())
                 done, _ = await asyncio.wait(
-                    {get, ended, resync},
+                    {get, ended, request},
                     timeout=settings.keepalive_interval,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
@@ -291,10 +302,13 @@ class NodeStream:
                     return "node closed the stream"
                 if time.monotonic() - self._last_heard > deadline:
                     return "node silent past its keepalive deadline"
-                if resync in done:
-                    self._resync.clear()
-                    resync = asyncio.ensure_future(self._resync.wait())
-                    await self._send_full_map(feed, subscriber)
+                if request in done:
+                    asked = request.result()
+                    request = asyncio.ensure_future(self._requests.get())
+                    if asked.WhichOneof("kind") == "resync":
+                        await self._send_full_map(feed, subscriber)
+                    else:
+                        await self._rotate_key(subscriber, asked.rotate_key)
                 if get in done:
                     item = get.result()
                     if not await self._deliver(feed, subscriber, item):
@@ -305,7 +319,48 @@ class NodeStream:
                     await self._send_keepalive()
         finally:
             ended.cancel()
-            resync.cancel()
+            request.cancel()
+
+    def _update_endpoints(
+        self, subscriber: Subscriber, update: mesh_pb2.EndpointUpdate
+    ) -> None:
+        hello = mesh_pb2.Hello(
+            endpoints=update.endpoints, listen_port=update.listen_port
+        )
+        try:
+            endpoints = self._endpoints_of(hello)
+        except InvalidArgument as exc:
+            log.warning("ignoring endpoints node_id=%s: %s", subscriber.node_id, exc)
+            return
+        self._deps.presence.claim_update(
+            subscriber.node_id, subscriber.org_id, endpoints, update.listen_port
+        )
+
+    async def _rotate_key(
+        self, subscriber: Subscriber, request: mesh_pb2.RotateKey
+    ) -> None:
+        """Switch the node to a new key proven on this stream."""
+        self._deps.identity.verify(
+            request.new_public_key,
+            self._nonce,
+            request.new_key_answer,
+            context=ROTATE_CONTEXT,
+        )
+        node_id, old_key = subscriber.node_id, subscriber.public_key
+
+        async def work(session: AsyncSession) -> int:
+            await nodes.rotate_key(session, node_id, old_key, request.new_public_key)
+            org = await session.get(Org, subscriber.org_id)
+            assert org is not None
+            return org.mesh_version
+
+        version = await in_transaction(self._deps.writers, work)
+        self._deps.hub.notify(subscriber.org_id)
+        log.info("node key rotated org_id=%s node_id=%s", subscriber.org_id, node_id)
+        rotated = mesh_pb2.KeyRotated(
+            new_public_key=request.new_public_key, version=version
+        )
+        await self._write(_encode(mesh_pb2.CoordinatorMessage(key_rotated=rotated)))
 
     async def _deliver(
         self, feed: OrgFeed, subscriber: Subscriber, item: QueueItem

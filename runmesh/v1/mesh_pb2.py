@@ -27,15 +27,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from runmesh.v1 import node_pb2 as runmesh_dot_v1_dot_node__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15runmesh/v1/mesh.proto\x12\nrunmesh.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15runmesh/v1/node.proto\"\xa1\x01\n\x10StartLinkRequest\x12\x12\n\npublic_key\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65vice_label\x18\x02 \x01(\t\x12\n\n\x02os\x18\x03 \x01(\t\x12\x13\n\x0b\x61pp_version\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x30\n\x0f\x63lient_metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"x\n\x11StartLinkResponse\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10interval_seconds\x18\x04 \x01(\x05\"3\n\x0fPollLinkRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\t\"9\n\x13\x43oordinatorEndpoint\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\t\"\xda\x01\n\x10PollLinkResponse\x12&\n\x06status\x18\x01 \x01(\x0e\x32\x16.runmesh.v1.LinkStatus\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10interval_seconds\x18\x03 \x01(\x05\x12\x1e\n\x04node\x18\x04 \x01(\x0b\x32\x10.runmesh.v1.Node\x12\x34\n\x0b\x63oordinator\x18\x05 \x01(\x0b\x32\x1f.runmesh.v1.CoordinatorEndpoint\"\x92\x01\n\x0bNodeMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.runmesh.v1.HelloH\x00\x12*\n\tkeepalive\x18\x02 \x01(\x0b\x32\x15.runmesh.v1.KeepaliveH\x00\x12+\n\x06resync\x18\x03 \x01(\x0b\x32\x19.runmesh.v1.ResyncRequestH\x00\x42\x06\n\x04kind\"\x99\x02\n\x12\x43oordinatorMessage\x12*\n\tchallenge\x18\x01 \x01(\x0b\x32\x15.runmesh.v1.ChallengeH\x00\x12\'\n\x08\x66ull_map\x18\x02 \x01(\x0b\x32\x13.runmesh.v1.PeerMapH\x00\x12&\n\x05\x64\x65lta\x18\x03 \x01(\x0b\x32\x15.runmesh.v1.PeerDeltaH\x00\x12*\n\tkeepalive\x18\x04 \x01(\x0b\x32\x15.runmesh.v1.KeepaliveH\x00\x12&\n\x07revoked\x18\x05 \x01(\x0b\x32\x13.runmesh.v1.RevokedH\x00\x12*\n\treconnect\x18\x06 \x01(\x0b\x32\x15.runmesh.v1.ReconnectH\x00\x42\x06\n\x04kind\":\n\tChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x1e\n\x16\x63oordinator_public_key\x18\x02 \x01(\t\"\x8a\x01\n\x05Hello\x12\x12\n\npublic_key\x18\x01 \x01(\t\x12\x18\n\x10\x63hallenge_answer\x18\x02 \x01(\x0c\x12\x14\n\x0clast_version\x18\x03 \x01(\x04\x12\x11\n\tendpoints\x18\x04 \x03(\t\x12\x13\n\x0blisten_port\x18\x05 \x01(\r\x12\x15\n\rmeshd_version\x18\x06 \x01(\t\"8\n\tKeepalive\x12+\n\x07sent_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1f\n\rResyncRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x19\n\x07Revoked\x12\x0e\n\x06reason\x18\x01 \x01(\t\"4\n\tReconnect\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x17\n\x0fretry_within_ms\x18\x02 \x01(\r*\x8d\x01\n\nLinkStatus\x12\x1b\n\x17LINK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13LINK_STATUS_PENDING\x10\x01\x12\x18\n\x14LINK_STATUS_APPROVED\x10\x02\x12\x17\n\x13LINK_STATUS_EXPIRED\x10\x03\x12\x16\n\x12LINK_STATUS_DENIED\x10\x04\x32\xe3\x01\n\x0bMeshService\x12H\n\tStartLink\x12\x1c.runmesh.v1.StartLinkRequest\x1a\x1d.runmesh.v1.StartLinkResponse\x12\x45\n\x08PollLink\x12\x1b.runmesh.v1.PollLinkRequest\x1a\x1c.runmesh.v1.PollLinkResponse\x12\x43\n\x04Sync\x12\x17.runmesh.v1.NodeMessage\x1a\x1e.runmesh.v1.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15runmesh/v1/mesh.proto\x12\nrunmesh.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15runmesh/v1/node.proto\"\xa1\x01\n\x10StartLinkRequest\x12\x12\n\npublic_key\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65vice_label\x18\x02 \x01(\t\x12\n\n\x02os\x18\x03 \x01(\t\x12\x13\n\x0b\x61pp_version\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x30\n\x0f\x63lient_metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"x\n\x11StartLinkResponse\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10interval_seconds\x18\x04 \x01(\x05\"3\n\x0fPollLinkRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\t\"9\n\x13\x43oordinatorEndpoint\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\t\"\xda\x01\n\x10PollLinkResponse\x12&\n\x06status\x18\x01 \x01(\x0e\x32\x16.runmesh.v1.LinkStatus\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10interval_seconds\x18\x03 \x01(\x05\x12\x1e\n\x04node\x18\x04 \x01(\x0b\x32\x10.runmesh.v1.Node\x12\x34\n\x0b\x63oordinator\x18\x05 \x01(\x0b\x32\x1f.runmesh.v1.CoordinatorEndpoint\"\xf0\x01\n\x0bNodeMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.runmesh.v1.HelloH\x00\x12*\n\tkeepalive\x18\x02 \x01(\x0b\x32\x15.runmesh.v1.KeepaliveH\x00\x12+\n\x06resync\x18\x03 \x01(\x0b\x32\x19.runmesh.v1.ResyncRequestH\x00\x12/\n\tendpoints\x18\x04 \x01(\x0b\x32\x1a.runmesh.v1.EndpointUpdateH\x00\x12+\n\nrotate_key\x18\x05 \x01(\x0b\x32\x15.runmesh.v1.RotateKeyH\x00\x42\x06\n\x04kind\"\xc8\x02\n\x12\x43oordinatorMessage\x12*\n\tchallenge\x18\x01 \x01(\x0b\x32\x15.runmesh.v1.ChallengeH\x00\x12\'\n\x08\x66ull_map\x18\x02 \x01(\x0b\x32\x13.runmesh.v1.PeerMapH\x00\x12&\n\x05\x64\x65lta\x18\x03 \x01(\x0b\x32\x15.runmesh.v1.PeerDeltaH\x00\x12*\n\tkeepalive\x18\x04 \x01(\x0b\x32\x15.runmesh.v1.KeepaliveH\x00\x12&\n\x07revoked\x18\x05 \x01(\x0b\x32\x13.runmesh.v1.RevokedH\x00\x12*\n\treconnect\x18\x06 \x01(\x0b\x32\x15.runmesh.v1.ReconnectH\x00\x12-\n\x0bkey_rotated\x18\x07 \x01(\x0b\x32\x16.runmesh.v1.KeyRotatedH\x00\x42\x06\n\x04kind\":\n\tChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x1e\n\x16\x63oordinator_public_key\x18\x02 \x01(\t\"\x8a\x01\n\x05Hello\x12\x12\n\npublic_key\x18\x01 \x01(\t\x12\x18\n\x10\x63hallenge_answer\x18\x02 \x01(\x0c\x12\x14\n\x0clast_version\x18\x03 \x01(\x04\x12\x11\n\tendpoints\x18\x04 \x03(\t\x12\x13\n\x0blisten_port\x18\x05 \x01(\r\x12\x15\n\rmeshd_version\x18\x06 \x01(\t\"8\n\tKeepalive\x12+\n\x07sent_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1f\n\rResyncRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x19\n\x07Revoked\x12\x0e\n\x06reason\x18\x01 \x01(\t\"4\n\tReconnect\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x17\n\x0fretry_within_ms\x18\x02 \x01(\r\"8\n\x0e\x45ndpointUpdate\x12\x11\n\tendpoints\x18\x01 \x03(\t\x12\x13\n\x0blisten_port\x18\x02 \x01(\r\";\n\tRotateKey\x12\x16\n\x0enew_public_key\x18\x01 \x01(\t\x12\x16\n\x0enew_key_answer\x18\x02 \x01(\x0c\"5\n\nKeyRotated\x12\x16\n\x0enew_public_key\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04*\x8d\x01\n\nLinkStatus\x12\x1b\n\x17LINK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13LINK_STATUS_PENDING\x10\x01\x12\x18\n\x14LINK_STATUS_APPROVED\x10\x02\x12\x17\n\x13LINK_STATUS_EXPIRED\x10\x03\x12\x16\n\x12LINK_STATUS_DENIED\x10\x04\x32\xe3\x01\n\x0bMeshService\x12H\n\tStartLink\x12\x1c.runmesh.v1.StartLinkRequest\x1a\x1d.runmesh.v1.StartLinkResponse\x12\x45\n\x08PollLink\x12\x1b.runmesh.v1.PollLinkRequest\x1a\x1c.runmesh.v1.PollLinkResponse\x12\x43\n\x04Sync\x12\x17.runmesh.v1.NodeMessage\x1a\x1e.runmesh.v1.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'runmesh.v1.mesh_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LINKSTATUS']._serialized_start=1549
-  _globals['_LINKSTATUS']._serialized_end=1690
+  _globals['_LINKSTATUS']._serialized_start=1864
+  _globals['_LINKSTATUS']._serialized_end=2005
   _globals['_STARTLINKREQUEST']._serialized_start=124
   _globals['_STARTLINKREQUEST']._serialized_end=285
   _globals['_STARTLINKRESPONSE']._serialized_start=287
@@ -47,21 +47,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POLLLINKRESPONSE']._serialized_start=522
   _globals['_POLLLINKRESPONSE']._serialized_end=740
   _globals['_NODEMESSAGE']._serialized_start=743
-  _globals['_NODEMESSAGE']._serialized_end=889
-  _globals['_COORDINATORMESSAGE']._serialized_start=892
-  _globals['_COORDINATORMESSAGE']._serialized_end=1173
-  _globals['_CHALLENGE']._serialized_start=1175
-  _globals['_CHALLENGE']._serialized_end=1233
-  _globals['_HELLO']._serialized_start=1236
-  _globals['_HELLO']._serialized_end=1374
-  _globals['_KEEPALIVE']._serialized_start=1376
-  _globals['_KEEPALIVE']._serialized_end=1432
-  _globals['_RESYNCREQUEST']._serialized_start=1434
-  _globals['_RESYNCREQUEST']._serialized_end=1465
-  _globals['_REVOKED']._serialized_start=1467
-  _globals['_REVOKED']._serialized_end=1492
-  _globals['_RECONNECT']._serialized_start=1494
-  _globals['_RECONNECT']._serialized_end=1546
-  _globals['_MESHSERVICE']._serialized_start=1693
-  _globals['_MESHSERVICE']._serialized_end=1920
+  _globals['_NODEMESSAGE']._serialized_end=983
+  _globals['_COORDINATORMESSAGE']._serialized_start=986
+  _globals['_COORDINATORMESSAGE']._serialized_end=1314
+  _globals['_CHALLENGE']._serialized_start=1316
+  _globals['_CHALLENGE']._serialized_end=1374
+  _globals['_HELLO']._serialized_start=1377
+  _globals['_HELLO']._serialized_end=1515
+  _globals['_KEEPALIVE']._serialized_start=1517
+  _globals['_KEEPALIVE']._serialized_end=1573
+  _globals['_RESYNCREQUEST']._serialized_start=1575
+  _globals['_RESYNCREQUEST']._serialized_end=1606
+  _globals['_REVOKED']._serialized_start=1608
+  _globals['_REVOKED']._serialized_end=1633
+  _globals['_RECONNECT']._serialized_start=1635
+  _globals['_RECONNECT']._serialized_end=1687
+  _globals['_ENDPOINTUPDATE']._serialized_start=1689
+  _globals['_ENDPOINTUPDATE']._serialized_end=1745
+  _globals['_ROTATEKEY']._serialized_start=1747
+  _globals['_ROTATEKEY']._serialized_end=1806
+  _globals['_KEYROTATED']._serialized_start=1808
+  _globals['_KEYROTATED']._serialized_end=1861
+  _globals['_MESHSERVICE']._serialized_start=2008
+  _globals['_MESHSERVICE']._serialized_end=2235
 # @@protoc_insertion_point(module_scope)

@@ -84,30 +84,36 @@ class PollLinkResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[LinkStatus, str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interval_seconds: _Optional[int] = ..., node: _Optional[_Union[_node_pb2.Node, _Mapping]] = ..., coordinator: _Optional[_Union[CoordinatorEndpoint, _Mapping]] = ...) -> None: ...
 
 class NodeMessage(_message.Message):
-    __slots__ = ("hello", "keepalive", "resync")
+    __slots__ = ("hello", "keepalive", "resync", "endpoints", "rotate_key")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     KEEPALIVE_FIELD_NUMBER: _ClassVar[int]
     RESYNC_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    ROTATE_KEY_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     keepalive: Keepalive
     resync: ResyncRequest
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., keepalive: _Optional[_Union[Keepalive, _Mapping]] = ..., resync: _Optional[_Union[ResyncRequest, _Mapping]] = ...) -> None: ...
+    endpoints: EndpointUpdate
+    rotate_key: RotateKey
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., keepalive: _Optional[_Union[Keepalive, _Mapping]] = ..., resync: _Optional[_Union[ResyncRequest, _Mapping]] = ..., endpoints: _Optional[_Union[EndpointUpdate, _Mapping]] = ..., rotate_key: _Optional[_Union[RotateKey, _Mapping]] = ...) -> None: ...
 
 class CoordinatorMessage(_message.Message):
-    __slots__ = ("challenge", "full_map", "delta", "keepalive", "revoked", "reconnect")
+    __slots__ = ("challenge", "full_map", "delta", "keepalive", "revoked", "reconnect", "key_rotated")
     CHALLENGE_FIELD_NUMBER: _ClassVar[int]
     FULL_MAP_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     KEEPALIVE_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
     RECONNECT_FIELD_NUMBER: _ClassVar[int]
+    KEY_ROTATED_FIELD_NUMBER: _ClassVar[int]
     challenge: Challenge
     full_map: _node_pb2.PeerMap
     delta: _node_pb2.PeerDelta
     keepalive: Keepalive
     revoked: Revoked
     reconnect: Reconnect
-    def __init__(self, challenge: _Optional[_Union[Challenge, _Mapping]] = ..., full_map: _Optional[_Union[_node_pb2.PeerMap, _Mapping]] = ..., delta: _Optional[_Union[_node_pb2.PeerDelta, _Mapping]] = ..., keepalive: _Optional[_Union[Keepalive, _Mapping]] = ..., revoked: _Optional[_Union[Revoked, _Mapping]] = ..., reconnect: _Optional[_Union[Reconnect, _Mapping]] = ...) -> None: ...
+    key_rotated: KeyRotated
+    def __init__(self, challenge: _Optional[_Union[Challenge, _Mapping]] = ..., full_map: _Optional[_Union[_node_pb2.PeerMap, _Mapping]] = ..., delta: _Optional[_Union[_node_pb2.PeerDelta, _Mapping]] = ..., keepalive: _Optional[_Union[Keepalive, _Mapping]] = ..., revoked: _Optional[_Union[Revoked, _Mapping]] = ..., reconnect: _Optional[_Union[Reconnect, _Mapping]] = ..., key_rotated: _Optional[_Union[KeyRotated, _Mapping]] = ...) -> None: ...
 
 class Challenge(_message.Message):
     __slots__ = ("nonce", "coordinator_public_key")
@@ -158,3 +164,27 @@ class Reconnect(_message.Message):
     reason: str
     retry_within_ms: int
     def __init__(self, reason: _Optional[str] = ..., retry_within_ms: _Optional[int] = ...) -> None: ...
+
+class EndpointUpdate(_message.Message):
+    __slots__ = ("endpoints", "listen_port")
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    LISTEN_PORT_FIELD_NUMBER: _ClassVar[int]
+    endpoints: _containers.RepeatedScalarFieldContainer[str]
+    listen_port: int
+    def __init__(self, endpoints: _Optional[_Iterable[str]] = ..., listen_port: _Optional[int] = ...) -> None: ...
+
+class RotateKey(_message.Message):
+    __slots__ = ("new_public_key", "new_key_answer")
+    NEW_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    NEW_KEY_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    new_public_key: str
+    new_key_answer: bytes
+    def __init__(self, new_public_key: _Optional[str] = ..., new_key_answer: _Optional[bytes] = ...) -> None: ...
+
+class KeyRotated(_message.Message):
+    __slots__ = ("new_public_key", "version")
+    NEW_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    new_public_key: str
+    version: int
+    def __init__(self, new_public_key: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
