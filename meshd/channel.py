@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import grpc
 
 # The coordinator allows a ping every 20 s without data; ping every 30 s so
@@ -18,3 +20,28 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
 
 def open_channel(target: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+
+class InvalidTarget(ValueError):
+    """Not a HOST:PORT gRPC could dial."""
+
+
+def check_target(text: str) -> str:
+    """`text` if it is HOST:PORT (an IPv6 host in brackets), else InvalidTarget.
+
+    Checked before gRPC sees it: gRPC takes almost any string as a target
+    and reports a bad one only as an error from its core.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidTarget(f"expected HOST:PORT with a port 1-65535, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise InvalidTarget(f"{host} is not an IPv6 address") from None
+    elif any(c in ":/[]@" or c.isspace() or not c.isprintable() for c in host):
+        raise InvalidTarget(
+            f"{host!r} is not a host name or address (put IPv6 in brackets)"
+        )
+    return text

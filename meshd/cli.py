@@ -6,25 +6,60 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from meshd import linking
+from meshd.channel import InvalidTarget, check_target
 from meshd.daemon import Daemon, UpOptions
 from meshd.errors import MeshdError
 from meshd.state import StateDir
 from meshd.wireguard.backend import WireGuardError
-from meshd.wireguard.userspace import UserspaceBackend
+from meshd.wireguard.userspace import (
+    DEFAULT_LOG_DIR,
+    InvalidInterfaceName,
+    UserspaceBackend,
+    check_interface_name,
+)
 from runmesh.v1 import mesh_pb2
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class InterfaceName(click.ParamType[str, Any]):
+    name = "NAME"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> str:
+        try:
+            check_interface_name(str(value))
+        except InvalidInterfaceName as exc:
+            self.fail(str(exc), param, ctx)
+        return str(value)
+
+
+class CoordinatorTarget(click.ParamType[str, Any]):
+    name = "HOST:PORT"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> str:
+        try:
+            return check_target(str(value))
+        except InvalidTarget as exc:
+            self.fail(str(exc), param, ctx)
+
 
 STATE_DIR = click.option(
     "--state-dir",
     envvar="RUNMESH_STATE_DIR",
+    show_envvar=True,
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("/var/lib/runmesh"),
     show_default=True,
@@ -32,9 +67,23 @@ STATE_DIR = click.option(
 )
 
 
-def _run(work: Coroutine[Any, Any, T]) -> T:
+def interface_option(help: str) -> Callable[[F], F]:
+    return click.option(
+        "--interface",
+        envvar="RUNMESH_INTERFACE",
+        show_envvar=True,
+        type=InterfaceName(),
+        default="runmesh0",
+        show_default=True,
+        help=help,
+    )
+
+
+@contextmanager
+def _reporting_errors() -> Iterator[None]:
+    """The one place meshd's errors become a message and an exit status."""
     try:
-        return asyncio.run(work)
+        yield
     except MeshdError as exc:
         click.echo(f"meshd: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -45,13 +94,20 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
         sys.exit(130)
 
 
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    with _reporting_errors():
+        return asyncio.run(work)
+
+
 @click.group()
 @click.option(
     "--log-level",
     envvar="RUNMESH_LOG_LEVEL",
+    show_envvar=True,
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
+    help="How much meshd logs (to stderr).",
 )
 def main(log_level: str) -> None:
     """The RunMesh node daemon."""
@@ -65,11 +121,19 @@ def main(log_level: str) -> None:
 @click.option(
     "--coordinator",
     envvar="RUNMESH_COORDINATOR",
+    show_envvar=True,
+    type=CoordinatorTarget(),
     required=True,
-    help="Coordinator gRPC address HOST:PORT.",
+    help="Coordinator gRPC address HOST:PORT (IPv6 in brackets).",
 )
 @STATE_DIR
-@click.option("--label", envvar="RUNMESH_LABEL", default=None, help="Device label.")
+@click.option(
+    "--label",
+    envvar="RUNMESH_LABEL",
+    show_envvar=True,
+    default=None,
+    help="Device label shown to whoever approves the code (default: host name).",
+)
 def link(coordinator: str, state_dir: Path, label: str | None) -> None:
     """Link this device: print a code to approve, wait until it is approved.
 
@@ -86,22 +150,18 @@ def link(coordinator: str, state_dir: Path, label: str | None) -> None:
 
     state = StateDir(state_dir)
     identity = _run(linking.link_device(coordinator, state, label, show))
-    state.save_identity(identity)
+    with _reporting_errors():
+        state.save_identity(identity)
     click.echo(f"linked as {identity.name} ({identity.ipv4}, {identity.ipv6})")
 
 
 @main.command()
 @STATE_DIR
-@click.option(
-    "--interface",
-    envvar="RUNMESH_INTERFACE",
-    default="runmesh0",
-    show_default=True,
-    help="WireGuard interface name (unique on the host, at most 15 characters).",
-)
+@interface_option("WireGuard interface name (unique on the host, 1-15 characters).")
 @click.option(
     "--backend",
     envvar="RUNMESH_BACKEND",
+    show_envvar=True,
     type=click.Choice(["userspace"]),
     default="userspace",
     show_default=True,
@@ -110,23 +170,34 @@ def link(coordinator: str, state_dir: Path, label: str | None) -> None:
 @click.option(
     "--listen-port",
     envvar="RUNMESH_LISTEN_PORT",
+    show_envvar=True,
     type=click.IntRange(1, 65535),
     default=51820,
     show_default=True,
+    help="UDP port WireGuard listens on; peers learn it from the coordinator.",
 )
 @click.option(
-    "--mtu", envvar="RUNMESH_MTU", type=click.IntRange(1280, 9000), default=1420
+    "--mtu",
+    envvar="RUNMESH_MTU",
+    show_envvar=True,
+    type=click.IntRange(1280, 9000),
+    default=1420,
+    show_default=True,
+    help="MTU of the WireGuard interface.",
 )
 @click.option(
     "--coordinator",
     "coordinators",
     envvar="RUNMESH_COORDINATOR",
+    show_envvar=True,
+    type=CoordinatorTarget(),
     multiple=True,
     help="Coordinator HOST:PORT, tried in turn (default: the one linked with).",
 )
 @click.option(
     "--reconcile-interval",
     envvar="RUNMESH_RECONCILE_INTERVAL",
+    show_envvar=True,
     type=click.FloatRange(0.5, 3600),
     default=10.0,
     show_default=True,
@@ -135,10 +206,20 @@ def link(coordinator: str, state_dir: Path, label: str | None) -> None:
 @click.option(
     "--keepalive",
     envvar="RUNMESH_KEEPALIVE",
+    show_envvar=True,
     type=click.FloatRange(0.5, 600),
     default=15.0,
     show_default=True,
     help="Seconds between keepalives sent to the coordinator.",
+)
+@click.option(
+    "--wireguard-log",
+    envvar="RUNMESH_WIREGUARD_LOG",
+    show_envvar=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    show_default=f"{DEFAULT_LOG_DIR}/wireguard-go-INTERFACE.log",
+    help="File wireguard-go's output is appended to.",
 )
 def up(
     state_dir: Path,
@@ -149,6 +230,7 @@ def up(
     coordinators: tuple[str, ...],
     reconcile_interval: float,
     keepalive: float,
+    wireguard_log: Path | None,
 ) -> None:
     """Bring the WireGuard interface up and keep it in step with the mesh."""
     options = UpOptions(
@@ -161,7 +243,8 @@ def up(
     )
 
     async def run() -> None:
-        daemon = Daemon(StateDir(state_dir), UserspaceBackend(), options)
+        backend = UserspaceBackend(log_path=wireguard_log)
+        daemon = Daemon(StateDir(state_dir), backend, options)
         await daemon.run()
 
     _run(run())
@@ -173,12 +256,9 @@ def up(
 def status(state_dir: Path, as_json: bool) -> None:
     """Show this node's identity and its last applied map."""
     state = StateDir(state_dir)
-    try:
+    with _reporting_errors():
         identity = state.load_identity()
-    except MeshdError as exc:
-        click.echo(f"meshd: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    saved = state.load_map()
+        saved = state.load_map()
     peers = list(saved.peers.values()) if saved else []
     version = saved.version if saved else 0
     report = {"node": identity.__dict__, "version": version, "peers": peers}
@@ -193,12 +273,7 @@ def status(state_dir: Path, as_json: bool) -> None:
 
 
 @main.command()
-@click.option(
-    "--interface",
-    envvar="RUNMESH_INTERFACE",
-    default="runmesh0",
-    show_default=True,
-)
+@interface_option("WireGuard interface to remove.")
 def down(interface: str) -> None:
     """Remove the WireGuard interface (and stop its wireguard-go)."""
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from google.protobuf.json_format import MessageToDict, ParseDict
+from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 
 from meshd.state import SavedMap
 from meshd.wireguard.device import PeerConfig
 from runmesh.v1 import node_pb2
+from runmesh.wgkey import decode_key
 
 
 class VersionGap(Exception):
@@ -68,7 +69,17 @@ class PeerMapCopy:
 
     @classmethod
     def restore(cls, public_key: str, saved: SavedMap) -> PeerMapCopy:
-        peers = {k: ParseDict(v, node_pb2.Peer()) for k, v in saved.peers.items()}
+        """The copy `saved()` wrote; ValueError if `saved` does not hold one.
+
+        Every peer is checked as the device would take it, so a file edited
+        by hand fails here rather than in the first apply to the device.
+        """
+        try:
+            peers = {k: ParseDict(v, node_pb2.Peer()) for k, v in saved.peers.items()}
+        except ParseError as exc:
+            raise ValueError(f"a saved peer does not parse: {exc}") from None
+        for peer in peers.values():
+            decode_key(peer_config(peer).public_key)
         return cls(public_key, saved.version, saved.name, list(saved.addresses), peers)
 
 

@@ -13,7 +13,9 @@ disk, edited by hand) is refused with a message naming it.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
 import os
 import stat
 from dataclasses import asdict, dataclass, field
@@ -22,8 +24,11 @@ from typing import Any
 
 from nacl.public import PrivateKey
 
+from meshd.channel import check_target
 from meshd.errors import NodeRevoked, StateError
 from runmesh.wgkey import InvalidKey, decode_key, encode_key
+
+log = logging.getLogger(__name__)
 
 KEY_FILE = "private.key"
 IDENTITY_FILE = "node.json"
@@ -64,31 +69,29 @@ class StateDir:
 
     def load_or_create_key(self) -> PrivateKey:
         self.ensure_not_revoked()
-        if self._file(KEY_FILE).exists():
+        if os.path.lexists(self._file(KEY_FILE)):
             return self.load_key()
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = PrivateKey.generate()
         self._write(KEY_FILE, encode_key(bytes(key)) + "\n")
         return key
 
     def load_key(self) -> PrivateKey:
         path = self._file(KEY_FILE)
-        try:
-            mode = path.stat().st_mode
-            text = path.read_text().strip()
-        except FileNotFoundError:
-            raise StateError(f"{path} does not exist: run `meshd link` first") from None
-        except OSError as exc:
-            raise StateError(f"{path}: {exc.strerror}") from None
+        raw = self._read(KEY_FILE, missing="run `meshd link` first")
+        mode = self._stat(KEY_FILE).st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise StateError(
                 f"{path} is readable by others (mode {stat.S_IMODE(mode):o}); "
                 f"run `chmod 600 {path}`"
             )
         try:
-            return PrivateKey(decode_key(text))
-        except InvalidKey as exc:
-            raise StateError(f"{path}: the private key {exc}") from None
+            return PrivateKey(decode_key(raw.decode("ascii").strip()))
+        except (UnicodeDecodeError, InvalidKey) as exc:
+            reason = exc if isinstance(exc, InvalidKey) else "is not base64 text"
+            raise StateError(
+                f"{path}: the private key {reason}; restore it from a backup "
+                "or link the device again"
+            ) from None
 
     # ---- the identity ----
 
@@ -100,11 +103,14 @@ class StateDir:
         raw = self._read_json(IDENTITY_FILE, missing="run `meshd link` first")
         try:
             identity = Identity(
-                **{k: str(raw[k]) for k in Identity.__dataclass_fields__}
+                **{k: _text(raw, k) for k in Identity.__dataclass_fields__}
             )
             decode_key(identity.public_key)
             decode_key(identity.coordinator_public_key)
-        except (KeyError, TypeError, InvalidKey) as exc:
+            check_target(identity.coordinator_target)
+            ipaddress.IPv4Address(identity.ipv4)
+            ipaddress.IPv6Address(identity.ipv6)
+        except (KeyError, TypeError, ValueError) as exc:
             raise StateError(
                 f"{self._file(IDENTITY_FILE)} is not a valid node identity "
                 f"({type(exc).__name__}: {exc}); link the device again"
@@ -117,68 +123,141 @@ class StateDir:
         self._write(MAP_FILE, json.dumps(asdict(saved)) + "\n")
 
     def load_map(self) -> SavedMap | None:
-        if not self._file(MAP_FILE).exists():
+        """The last map applied; None if there is none or it was broken.
+
+        Only a cache: without it the node waits for the coordinator's full
+        map, so a broken one is dropped (with a warning) rather than fatal.
+        One that cannot even be read is an error, as it cannot be dropped.
+        """
+        if not os.path.lexists(self._file(MAP_FILE)):
             return None
-        raw = self._read_json(MAP_FILE, missing="")
         try:
+            raw = self._read_json(MAP_FILE, missing="")
             return SavedMap(
                 version=int(raw["version"]),
-                addresses=[str(a) for a in raw["addresses"]],
+                addresses=[str(ipaddress.ip_interface(a)) for a in raw["addresses"]],
                 name=str(raw["name"]),
-                peers={str(k): dict(v) for k, v in raw["peers"].items()},
+                peers={str(k): _object(v) for k, v in raw["peers"].items()},
             )
-        except (KeyError, TypeError, ValueError, AttributeError):
-            # Only a cache: without it the node waits for the coordinator's
-            # full map, so a broken one is dropped rather than fatal.
+        except BrokenFile as exc:
+            reason = str(exc)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            reason = f"{self._file(MAP_FILE)} is not a valid map ({exc})"
+        self.discard_map(reason)
+        return None
+
+    def discard_map(self, reason: str) -> None:
+        log.warning("%s; dropping it and waiting for a full map", reason)
+        try:
             self._file(MAP_FILE).unlink(missing_ok=True)
-            return None
+        except OSError as exc:
+            raise StateError(
+                f"cannot remove the broken {self._file(MAP_FILE)}: {exc.strerror}"
+            ) from None
 
     # ---- revocation ----
 
     def mark_revoked(self, reason: str) -> None:
         """Forget the identity and key; leave a note saying why."""
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._write(REVOKED_FILE, reason + "\n")
         for name in (KEY_FILE, IDENTITY_FILE, MAP_FILE):
-            self._file(name).unlink(missing_ok=True)
+            try:
+                self._file(name).unlink(missing_ok=True)
+            except OSError as exc:
+                raise StateError(
+                    f"cannot remove {self._file(name)}: {exc.strerror}"
+                ) from None
 
     def ensure_not_revoked(self) -> None:
         note = self._file(REVOKED_FILE)
-        if note.exists():
-            why = note.read_text().strip()
-            raise NodeRevoked(
-                f"this node was revoked by its coordinator ({why}). "
-                f"To join the mesh again, remove {note} and run `meshd link` "
-                f"with --state-dir {self.path}"
-            )
+        if not os.path.lexists(note):
+            return
+        try:
+            why = self._read(REVOKED_FILE, missing="").decode(errors="replace")
+        except StateError as exc:
+            why = f"the note is unreadable: {exc}"
+        raise NodeRevoked(
+            f"this node was revoked by its coordinator ({why.strip()}). "
+            f"To join the mesh again, remove {note} and run `meshd link` "
+            f"with --state-dir {self.path}"
+        )
 
     # ---- files ----
 
-    def _read_json(self, name: str, missing: str) -> dict[str, Any]:
+    def _stat(self, name: str) -> os.stat_result:
+        try:
+            return self._file(name).stat()
+        except OSError as exc:
+            raise StateError(f"{self._file(name)}: {exc.strerror}") from None
+
+    def _read(self, name: str, missing: str) -> bytes:
         path = self._file(name)
         try:
-            raw = json.loads(path.read_text())
+            # O_NONBLOCK: a FIFO in place of a file is refused, not waited on.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as file:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise StateError(f"{path} is not a regular file")
+                return file.read()
         except FileNotFoundError:
             raise StateError(f"{path} does not exist: {missing}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise StateError(f"{path} cannot be read: {exc}") from None
-        except json.JSONDecodeError as exc:
+        except NotADirectoryError:
             raise StateError(
+                f"state directory {self.path} is not a directory"
+            ) from None
+        except OSError as exc:
+            raise StateError(f"{path} cannot be read: {exc.strerror}") from None
+
+    def _read_json(self, name: str, missing: str) -> dict[str, Any]:
+        path = self._file(name)
+        data = self._read(name, missing)
+        try:
+            raw = json.loads(data.decode())
+        except UnicodeDecodeError:
+            raise BrokenFile(f"{path} is not UTF-8 text") from None
+        except json.JSONDecodeError as exc:
+            raise BrokenFile(
                 f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}); "
                 "it may be truncated"
             ) from None
+        except (ValueError, RecursionError) as exc:
+            raise BrokenFile(f"{path} cannot be parsed: {exc}") from None
         if not isinstance(raw, dict):
-            raise StateError(f"{path} must hold a JSON object")
+            raise BrokenFile(f"{path} must hold a JSON object")
         return raw
 
     def _write(self, name: str, text: str) -> None:
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         target = self._file(name)
         temporary = target.with_name(f".{name}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, text.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, target)
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, text.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, target)
+        except FileExistsError:
+            raise StateError(
+                f"state directory {self.path} is not a directory"
+            ) from None
+        except OSError as exc:
+            raise StateError(f"cannot write {target}: {exc.strerror}") from None
+
+
+class BrokenFile(StateError):
+    """A state file that was read but holds something else than it should."""
+
+
+def _text(raw: dict[str, Any], key: str) -> str:
+    value = raw[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{key} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"a peer must be a JSON object, not {type(value).__name__}")
+    return value

@@ -6,15 +6,22 @@ its socket answers, and only `remove()` stops it. It is spawned with
 posix_spawn rather than asyncio's subprocess support because an asyncio
 subprocess transport kills its child when it is closed or collected, which
 is the opposite of what a data plane that outlives meshd needs.
+
+wireguard-go's output goes to a log file that root opens, so the file is
+opened without following a symbolic link at its last component and the
+default directory (/var/log/runmesh) is used only when nobody else can
+write to it: otherwise another user could plant a link there and have root
+create or append to any file on the host.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
-import tempfile
+import stat
 import time
 from pathlib import Path
 
@@ -29,10 +36,15 @@ IFNAMSIZ = 16  # including the terminating NUL
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 LOG_TAIL_BYTES = 2000
+DEFAULT_LOG_DIR = Path("/var/log/runmesh")
 
 
 class WireGuardGoError(WireGuardError):
     """wireguard-go could not be started or stopped."""
+
+
+class InvalidInterfaceName(ValueError):
+    """A name Linux would refuse for a link, or unsafe as a socket path."""
 
 
 class UserspaceBackend:
@@ -50,11 +62,14 @@ class UserspaceBackend:
         netns: str | None = None,
         wireguard_go: str = "wireguard-go",
         log_path: Path | None = None,
+        log_dir: Path = DEFAULT_LOG_DIR,
         start_timeout: float = START_TIMEOUT,
     ) -> None:
         self.netns = netns
         self.wireguard_go = wireguard_go
+        # An explicit log file; without one, wireguard-go-IFACE.log in log_dir.
         self.log_path = log_path
+        self.log_dir = log_dir
         self.start_timeout = start_timeout
         self._interface: str | None = None
         self._addresses: list[str] = []
@@ -75,12 +90,15 @@ class UserspaceBackend:
     def adopt(self, interface: str) -> None:
         """Name the device to manage without starting or changing it
         (for `meshd down`, which only removes what is there)."""
-        _check_interface_name(interface)
+        check_interface_name(interface)
         self._interface = interface
 
     async def start(self, interface: str, addresses: list[str], mtu: int) -> None:
-        _check_interface_name(interface)
+        check_interface_name(interface)
         self._interface = interface
+        # Checked before attaching too: a log directory that cannot be used
+        # should stop `meshd up` now, not a restart of wireguard-go hours later.
+        self._log_path()
         self._addresses = list(addresses)
         self._mtu = mtu
 
@@ -162,12 +180,22 @@ class UserspaceBackend:
         await link.set_addresses(self._addresses)
         await link.up()
 
+    def _log_path(self) -> Path:
+        if self.log_path is not None:
+            return self.log_path
+        _check_log_dir(self.log_dir)
+        return self.log_dir / f"wireguard-go-{self.interface}.log"
+
     async def _spawn(self) -> None:
-        log_path = self.log_path or _default_log_path(self.interface)
-        log_start = log_path.stat().st_size if log_path.exists() else 0
-        # A stale socket from a killed wireguard-go is replaced by the new one;
-        # wireguard-go only refuses a socket that still answers.
-        pid = _spawn_detached(self._command(), log_path)
+        log_path = self._log_path()
+        log_fd = _open_log(log_path)
+        try:
+            log_start = os.fstat(log_fd).st_size
+            # A stale socket from a killed wireguard-go is replaced by the new
+            # one; wireguard-go only refuses a socket that still answers.
+            pid = _spawn_detached(self._command(), log_fd)
+        finally:
+            os.close(log_fd)
         self._pid = pid
         logger.info(
             "started wireguard-go interface=%s pid=%d log=%s",
@@ -227,18 +255,77 @@ class UserspaceBackend:
         raise WireGuardGoError(f"wireguard-go pid {pid} survived SIGKILL")
 
 
-def _check_interface_name(name: str) -> None:
-    if not 0 < len(name) < IFNAMSIZ or "/" in name or name.strip() != name:
-        raise ValueError(f"interface name {name!r} must be 1..15 characters, no '/'")
+def check_interface_name(name: str) -> None:
+    """InvalidInterfaceName unless Linux would accept `name` for a link.
+
+    The name also becomes a path (/var/run/wireguard/NAME.sock), which is
+    why '/', '.' and '..' matter beyond the kernel's own rules.
+    """
+    if not 0 < len(name) < IFNAMSIZ:
+        raise InvalidInterfaceName(
+            f"interface name {name!r} must be 1 to {IFNAMSIZ - 1} characters"
+        )
+    if name in (".", "..") or any(c in "/:" or c.isspace() for c in name):
+        raise InvalidInterfaceName(
+            f"interface name {name!r} may not be '.' or '..' nor contain "
+            "'/', ':' or whitespace"
+        )
 
 
-def _default_log_path(interface: str) -> Path:
-    return Path(tempfile.gettempdir()) / f"runmesh-wireguard-go-{interface}.log"
+def _check_log_dir(directory: Path) -> None:
+    """Create `directory` (0700) if missing; refuse one others could write to."""
+    try:
+        directory.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise WireGuardGoError(
+            f"cannot create the wireguard-go log directory {directory}: "
+            f"{exc.strerror}; pass --wireguard-log PATH"
+        ) from None
+    info = directory.stat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise WireGuardGoError(
+            f"{directory} is not a directory; pass --wireguard-log PATH"
+        )
+    if info.st_uid not in (0, os.geteuid()):
+        raise WireGuardGoError(
+            f"refusing to log into {directory}: it is owned by uid "
+            f"{info.st_uid}, not by root; fix it with `chown root {directory}`"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise WireGuardGoError(
+            f"refusing to log into {directory}: it is writable by group or "
+            f"others (mode {stat.S_IMODE(info.st_mode):o}); fix it with "
+            f"`chmod 700 {directory}`"
+        )
 
 
-def _spawn_detached(command: list[str], log_path: Path) -> int:
+def _open_log(path: Path) -> int:
+    """Open `path` to append to, never through a symbolic link, never a FIFO."""
+    # O_NONBLOCK: opening a FIFO planted at the path fails at once instead of
+    # hanging meshd; it changes nothing for a regular file.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        reason = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise WireGuardGoError(
+            f"cannot open the wireguard-go log {path}: {reason}"
+        ) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        os.close(fd)
+        raise WireGuardGoError(
+            f"refusing the wireguard-go log {path}: it is not a regular file "
+            "owned by this user"
+        )
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _spawn_detached(command: list[str], log_fd: int) -> int:
     env = dict(os.environ, WG_PROCESS_FOREGROUND="1")
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         return os.posix_spawnp(
             command[0],
@@ -257,8 +344,6 @@ def _spawn_detached(command: list[str], log_path: Path) -> int:
         raise WireGuardGoError(
             f"{command[0]} is not installed or not on PATH"
         ) from None
-    finally:
-        os.close(log_fd)
 
 
 def _exit_status(pid: int) -> str | None:
@@ -291,8 +376,9 @@ def _alive(pid: int) -> bool:
 
 def _log_tail(log_path: Path, start: int) -> str:
     try:
-        with log_path.open("rb") as log:
-            log.seek(max(start, log_path.stat().st_size - LOG_TAIL_BYTES))
+        fd = os.open(log_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as log:
+            log.seek(max(start, os.fstat(fd).st_size - LOG_TAIL_BYTES))
             text = log.read().decode(errors="replace").strip()
     except OSError as exc:
         return f"(log {log_path} unreadable: {exc.strerror})"

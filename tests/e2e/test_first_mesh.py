@@ -97,6 +97,8 @@ def test_three_devices_link_ping_and_a_revoked_one_is_cut_off(
                 "2",
                 "--keepalive",
                 "2",
+                "--wireguard-log",
+                str(tmp_path / f"{host.netns}-wireguard-go.log"),
             ],
             tmp_path / f"{host.netns}-up.log",
         )

@@ -7,17 +7,23 @@ failed: namespaces, processes and the sockets they leave in the shared
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from nacl.public import PrivateKey
+from support.prerequisites import require
 
 from meshd.wireguard.uapi import socket_path_for
 
@@ -104,3 +110,82 @@ def stop_process(pid: int) -> None:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         pass
+
+
+MESHD = Path(sys.executable).parent / "meshd"
+
+# A node as `meshd link` leaves it: keys are fixed so a test can spell them.
+NODE_PRIVATE_KEY = "YB0WEtUfmKE1nKFqYNWK9IHAn1R8Vd2kcD9Nv2e9d2k="
+COORDINATOR_PUBLIC_KEY = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+
+
+def write_linked_state(state_dir: Path, coordinator: str) -> None:
+    """Write the private.key, node.json and map.json of a linked node."""
+    key = PrivateKey(base64.b64decode(NODE_PRIVATE_KEY))
+    public_key = base64.b64encode(bytes(key.public_key)).decode()
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key_file = state_dir / "private.key"
+    key_file.write_text(NODE_PRIVATE_KEY + "\n")
+    key_file.chmod(0o600)
+    identity = {
+        "node_id": "node-1",
+        "org_id": "org-1",
+        "name": "laptop",
+        "public_key": public_key,
+        "coordinator_target": coordinator,
+        "coordinator_public_key": COORDINATOR_PUBLIC_KEY,
+        "ipv4": "100.64.0.7",
+        "ipv6": "fd12:3456:789a::7",
+    }
+    (state_dir / "node.json").write_text(json.dumps(identity))
+    saved_map = {
+        "version": 3,
+        "addresses": ["100.64.0.7/16", "fd12:3456:789a::7/48"],
+        "name": "laptop",
+        "peers": {
+            COORDINATOR_PUBLIC_KEY: {
+                "publicKey": COORDINATOR_PUBLIC_KEY,
+                "name": "server",
+                "allowedIps": ["100.64.0.2/32"],
+            }
+        },
+    }
+    (state_dir / "map.json").write_text(json.dumps(saved_map))
+
+
+@pytest.fixture
+def unreachable_coordinator() -> str:
+    """HOST:PORT where nothing listens: a call there fails at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+@pytest.fixture
+def linked_state_dir(tmp_path: Path, unreachable_coordinator: str) -> Path:
+    state_dir = tmp_path / "state"
+    write_linked_state(state_dir, unreachable_coordinator)
+    return state_dir
+
+
+def run_meshd(
+    *args: str, env: dict[str, str] | None = None, obey_file_modes: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """The installed `meshd` console script, with no RUNMESH_* from outside.
+
+    `obey_file_modes`: as root, run meshd without the capabilities that let
+    root read any file, so a file's mode 000 means "unreadable" to it.
+    """
+    argv = [str(MESHD), *args]
+    if obey_file_modes and os.geteuid() == 0:
+        require(shutil.which("setpriv") is not None, "setpriv is not installed")
+        drop = "-dac_override,-dac_read_search"
+        argv = ["setpriv", "--bounding-set", drop, "--", *argv]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RUNMESH_")}
+    return subprocess.run(
+        argv,
+        env={**clean, "COLUMNS": "200", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
