@@ -133,7 +133,7 @@ def hash_key(key: str) -> str:
 async def ensure_org(
     session: AsyncSession, name: str, ipv4_prefix_length: int = 16
 ) -> Org:
-    if not _ORG_NAME.match(name):
+    if not _ORG_NAME.fullmatch(name):
         raise InvalidArgument(
             "org name: 1-128 characters, letters, digits, space, '.', '_', '-'"
         )
@@ -155,7 +155,7 @@ async def ensure_org(
 
 
 async def ensure_user(session: AsyncSession, org: Org, email: str, role: Role) -> User:
-    if not _EMAIL.match(email):
+    if not _EMAIL.fullmatch(email):
         raise InvalidArgument(f"not an email address: {email!r}")
     email = email.lower()
     user = await session.scalar(

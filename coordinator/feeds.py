@@ -52,8 +52,9 @@ async def audit_events(
     query = select(AuditEvent).where(AuditEvent.org_id == caller.org_id)
     if action:
         query = query.where(AuditEvent.action == action)
+    scope = f"audit:{caller.org_id}:{action}:{window!r}"
     return await _newest_first(
-        session, cursors, AuditEvent, query, limit, cursor, window
+        session, cursors, scope, AuditEvent, query, limit, cursor, window
     )
 
 
@@ -71,14 +72,16 @@ async def device_activity(
     query = select(DeviceActivity).where(
         DeviceActivity.org_id == caller.org_id, DeviceActivity.node_id == node_id
     )
+    scope = f"activity:{caller.org_id}:{node_id}:{window!r}"
     return await _newest_first(
-        session, cursors, DeviceActivity, query, limit, cursor, window
+        session, cursors, scope, DeviceActivity, query, limit, cursor, window
     )
 
 
 async def _newest_first(
     session: AsyncSession,
     cursors: Cursors,
+    scope: str,
     model: type[Row],
     query: Select[Row],
     limit: int,
@@ -92,7 +95,7 @@ async def _newest_first(
     if window.until:
         query = query.where(model.created_at <= window.until)
     if cursor:
-        created_at, last_id = cursors.decode(cursor)
+        created_at, last_id = cursors.decode(scope, cursor)
         query = query.where(
             or_(
                 model.created_at < created_at,
@@ -103,5 +106,7 @@ async def _newest_first(
     rows = (await session.scalars(query)).all()
     has_more = len(rows) > limit
     page = list(rows[:limit])
-    next_cursor = cursors.encode(page[-1].created_at, page[-1].id) if has_more else ""
+    next_cursor = (
+        cursors.encode(scope, page[-1].created_at, page[-1].id) if has_more else ""
+    )
     return Page(items=page, next_cursor=next_cursor, has_more=has_more)

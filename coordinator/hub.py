@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 64
 LOG_POLL_SECONDS = 1.0
+WRITES_PER_SECOND = 5_000
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,13 @@ class OrgFeed:
         now = time.monotonic()
         burst = now - self._delivered_at < rules.burst_window
         quiet = rules.burst_quiet if burst else rules.quiet
-        deadline = now + (rules.burst_max_delay if burst else rules.max_delay)
+        longest = rules.burst_max_delay if burst else rules.max_delay
+        if burst:
+            # One delta costs a write per stream: in a long burst (thousands
+            # of nodes coming online) deliver no more often than the org's
+            # streams can take, about 5,000 writes per second here.
+            longest = max(longest, len(self.subscribers) / WRITES_PER_SECOND)
+        deadline = now + longest
         while True:
             self._wake.clear()
             left = deadline - time.monotonic()

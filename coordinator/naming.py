@@ -20,7 +20,7 @@ _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 def check_name(name: str) -> str:
-    if not _LABEL.match(name):
+    if not _LABEL.fullmatch(name):
         raise InvalidArgument(
             f"name {name[:80]!r} is not a DNS label: 1-63 characters of a-z, "
             "0-9 and '-', not starting or ending with '-'"

@@ -69,8 +69,9 @@ async def list_nodes(
     caller.require("runmesh:read")
     limit = check_limit(limit)
     query = _filtered(select(Node).where(Node.org_id == caller.org_id), where)
+    scope = f"nodes:{caller.org_id}:{where!r}"
     if cursor:
-        created_at, last_id = cursors.decode(cursor)
+        created_at, last_id = cursors.decode(scope, cursor)
         query = query.where(
             or_(
                 Node.created_at > created_at,
@@ -81,7 +82,9 @@ async def list_nodes(
     rows = (await session.scalars(query)).unique().all()
     has_more = len(rows) > limit
     page = rows[:limit]
-    next_cursor = cursors.encode(page[-1].created_at, page[-1].id) if has_more else ""
+    next_cursor = (
+        cursors.encode(scope, page[-1].created_at, page[-1].id) if has_more else ""
+    )
     return NodePage(nodes=page, next_cursor=next_cursor, has_more=has_more)
 
 

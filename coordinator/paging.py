@@ -1,8 +1,10 @@
 """Opaque, tamper-evident cursors for stable keyset paging.
 
 A cursor names the last row of a page by its sort key (created_at, id) and
-carries an HMAC, so a cursor that was edited is refused as
-``invalid_request`` instead of silently paging from somewhere else.
+carries an HMAC over that key and the list it came from (its kind, org
+and filters), so a cursor that was edited, or handed to another list, is
+refused as ``invalid_request`` instead of silently paging from somewhere
+else.
 """
 
 from __future__ import annotations
@@ -32,18 +34,22 @@ class Cursors:
     def __init__(self, secret: bytes) -> None:
         self._secret = hashlib.sha256(b"runmesh-cursor:" + secret).digest()
 
-    def encode(self, created_at: dt.datetime, row_id: str) -> str:
+    def _tag(self, scope: str, body: bytes) -> bytes:
+        signed = scope.encode() + b"\0" + body
+        return hmac.new(self._secret, signed, hashlib.sha256).digest()[:16]
+
+    def encode(self, scope: str, created_at: dt.datetime, row_id: str) -> str:
         body = json.dumps([created_at.isoformat(), row_id]).encode()
-        tag = hmac.new(self._secret, body, hashlib.sha256).digest()[:16]
+        tag = self._tag(scope, body)
         return base64.urlsafe_b64encode(tag + body).decode().rstrip("=")
 
-    def decode(self, cursor: str) -> tuple[dt.datetime, str]:
+    def decode(self, scope: str, cursor: str) -> tuple[dt.datetime, str]:
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         except (binascii.Error, ValueError):
             raise InvalidArgument("cursor is not valid") from None
         tag, body = raw[:16], raw[16:]
-        expected = hmac.new(self._secret, body, hashlib.sha256).digest()[:16]
+        expected = self._tag(scope, body)
         if len(cursor) > 512 or not hmac.compare_digest(tag, expected):
             raise InvalidArgument("cursor is not valid")
         created, row_id = json.loads(body)

@@ -13,7 +13,7 @@ from coordinator.paging import Cursors
 from coordinator.presence import Presence
 from coordinator.ratelimit import FailureLimiter
 from coordinator.settings import Settings
-from coordinator.store import in_transaction
+from coordinator.store import in_transaction, serialise_writes
 from coordinator.sync import StreamDeps
 
 
@@ -55,6 +55,8 @@ async def open_runtime(db_url: str, settings: Settings, migrate: bool) -> Runtim
     )
     sessions = db.session_factory(writer)
     readers = db.session_factory(reader)
+    if db.is_sqlite(db.async_url(db_url)):
+        serialise_writes(sessions)
     identity = await in_transaction(sessions, nodeauth.load_or_create_identity)
     hub = Hub(readers, settings.coalescing, queue_limit=settings.stream_queue_limit)
     presence = Presence(sessions, hub, settings.presence)

@@ -8,6 +8,8 @@ attempt survives, because it is rolled back before the retry.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -24,6 +26,17 @@ from coordinator.errors import Conflict
 
 T = TypeVar("T")
 
+# SQLite admits one writer at a time. Writers of one process that race for
+# the lock are put to sleep by SQLite's busy handler, in steps growing to
+# 100 ms, so a burst of concurrent writes crawls. Queueing them on an
+# asyncio lock first lets each begin the moment the previous one commits.
+_write_locks: dict[int, asyncio.Lock] = {}
+
+
+def serialise_writes(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Queue this process's units of work on ``sessions`` one at a time."""
+    _write_locks[id(sessions)] = asyncio.Lock()
+
 
 async def in_transaction(
     sessions: async_sessionmaker[AsyncSession],
@@ -38,7 +51,12 @@ async def in_transaction(
             reraise=True,
         ):
             with attempt:
-                async with sessions() as session, session.begin():
+                lock = _write_locks.get(id(sessions))
+                async with contextlib.AsyncExitStack() as stack:
+                    if lock is not None:
+                        await stack.enter_async_context(lock)
+                    session = await stack.enter_async_context(sessions())
+                    await stack.enter_async_context(session.begin())
                     return await work(session)
     except IntegrityError:
         raise Conflict("the change conflicts with another one; try again") from None

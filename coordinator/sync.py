@@ -431,7 +431,7 @@ def _check_endpoint(text: str) -> str:
     without brackets, and anything but ASCII digits in the port.
     """
     shown = text[:64]
-    match = _ENDPOINT.match(text) if text.isascii() else None
+    match = _ENDPOINT.fullmatch(text) if text.isascii() else None
     if match is None:
         raise InvalidArgument(f"hello: endpoint {shown!r} is not ip:port or [ip6]:port")
     try:

@@ -4,6 +4,17 @@
 loop can read the device, plan, apply and read again without this module
 knowing how a device is reached. Applying the plan to an unchanged device
 plans nothing, which is what makes a meshd restart invisible to traffic.
+
+Endpoints roam. WireGuard moves a peer's endpoint by itself when an
+authenticated packet arrives from a new address, so the endpoint a device
+reports is often newer than the one in the map. Given the `previous`
+desired device (the one the last plan was made for), an existing peer's
+endpoint is set only when the coordinator moved it (the desired endpoint
+differs from the previous desired one) or when the device has none at all;
+a peer that merely roamed is left where WireGuard put it instead of being
+pulled back on every reconcile tick. Allowed IPs and keepalive have no such
+life of their own on the device and are always repaired. Without
+`previous` every difference is repaired, endpoints included.
 """
 
 from __future__ import annotations
@@ -44,13 +55,19 @@ class DesiredDevice:
     peers: dict[str, PeerConfig] = field(default_factory=dict)  # by public key
 
 
-def plan(desired: DesiredDevice, actual: DeviceState) -> list[Operation]:
+def plan(
+    desired: DesiredDevice,
+    actual: DeviceState,
+    previous: DesiredDevice | None = None,
+) -> list[Operation]:
     """Operations turning `actual` into `desired`, removals first.
 
     Removals go first so that a prefix moving from a removed peer to a new
     one is free before it is claimed. An endpoint the map leaves unset is
     not cleared: UAPI cannot clear one, and the endpoint the device learned
-    from the peer's own packets is the best one it has.
+    from the peer's own packets is the best one it has. `previous` is the
+    desired device of the last plan; with it, endpoints follow the roaming
+    policy in the module docstring.
     """
     check_no_overlap(desired.peers)
     interface = _interface_change(desired, actual)
@@ -64,7 +81,7 @@ def plan(desired: DesiredDevice, actual: DeviceState) -> list[Operation]:
         if current is None:
             changes.append(AddPeer(wanted))
             continue
-        update = _peer_change(wanted, current.config)
+        update = _peer_change(wanted, current.config, _moved(key, desired, previous))
         if update is not None:
             changes.append(update)
 
@@ -97,13 +114,29 @@ def _same_private_key(desired: str, actual: str | None) -> bool:
         return False
 
 
-def _peer_change(wanted: PeerConfig, current: PeerConfig) -> UpdatePeer | None:
+def _moved(key: str, desired: DesiredDevice, previous: DesiredDevice | None) -> bool:
+    """Whether the coordinator changed peer `key`'s endpoint since the last plan.
+
+    Without a previous plan there is nothing to tell a roam from a move, so
+    every difference counts as a move.
+    """
+    if previous is None:
+        return True
+    before = previous.peers.get(key)
+    return before is None or before.endpoint != desired.peers[key].endpoint
+
+
+def _peer_change(
+    wanted: PeerConfig, current: PeerConfig, moved: bool
+) -> UpdatePeer | None:
     allowed_ips = (
         wanted.allowed_ips if wanted.allowed_ips != current.allowed_ips else None
     )
     endpoint = (
         wanted.endpoint
-        if wanted.endpoint is not None and wanted.endpoint != current.endpoint
+        if wanted.endpoint is not None
+        and wanted.endpoint != current.endpoint
+        and (moved or current.endpoint is None)
         else None
     )
     keepalive = (

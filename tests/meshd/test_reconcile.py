@@ -172,3 +172,59 @@ def test_an_overlap_hidden_under_a_peers_own_nested_prefix_is_found() -> None:
 
     with pytest.raises(OverlappingAllowedIPs, match="10.0.0.0/8"):
         check_no_overlap({A: a, B: b})
+
+
+def test_a_peer_that_roamed_is_not_pulled_back_to_the_same_map_endpoint() -> None:
+    mapped = peer(A, "100.64.0.2/32", endpoint="198.18.0.2:51820")
+    roamed = peer(A, "100.64.0.2/32", endpoint="203.0.113.9:40000")
+
+    ops = plan(desired(mapped), actual(roamed), previous=desired(mapped))
+
+    assert ops == []
+
+
+def test_an_endpoint_the_coordinator_moved_is_set_even_over_a_roamed_one() -> None:
+    before = peer(A, "100.64.0.2/32", endpoint="198.18.0.2:51820")
+    after = peer(A, "100.64.0.2/32", endpoint="198.18.0.9:51820")
+    roamed = peer(A, "100.64.0.2/32", endpoint="203.0.113.9:40000")
+
+    ops = plan(desired(after), actual(roamed), previous=desired(before))
+
+    assert ops == [UpdatePeer(A, endpoint="198.18.0.9:51820")]
+
+
+def test_a_device_without_an_endpoint_gets_the_map_one_despite_no_move() -> None:
+    mapped = peer(A, "100.64.0.2/32", endpoint="198.18.0.2:51820")
+
+    ops = plan(desired(mapped), actual(peer(A, "100.64.0.2/32")), desired(mapped))
+
+    assert ops == [UpdatePeer(A, endpoint="198.18.0.2:51820")]
+
+
+def test_a_peer_new_to_the_map_but_already_on_the_device_gets_its_endpoint() -> None:
+    mapped = peer(A, "100.64.0.2/32", endpoint="198.18.0.2:51820")
+    stale = peer(A, "100.64.0.2/32", endpoint="203.0.113.9:40000")
+
+    ops = plan(desired(mapped), actual(stale), previous=desired())
+
+    assert ops == [UpdatePeer(A, endpoint="198.18.0.2:51820")]
+
+
+def test_allowed_ips_and_keepalive_are_repaired_while_a_roamed_endpoint_stays() -> None:
+    mapped = peer(A, "100.64.0.2/32", endpoint="198.18.0.2:51820", keepalive=25)
+    drifted = peer(A, "100.64.0.9/32", endpoint="203.0.113.9:40000", keepalive=0)
+
+    ops = plan(desired(mapped), actual(drifted), previous=desired(mapped))
+
+    assert ops == [
+        UpdatePeer(A, allowed_ips=("100.64.0.2/32",), persistent_keepalive=25)
+    ]
+
+
+def test_without_a_previous_map_a_roamed_endpoint_is_set_back_as_before() -> None:
+    mapped = peer(A, "100.64.0.2/32", endpoint="198.18.0.2:51820")
+    roamed = peer(A, "100.64.0.2/32", endpoint="203.0.113.9:40000")
+
+    assert plan(desired(mapped), actual(roamed)) == [
+        UpdatePeer(A, endpoint="198.18.0.2:51820")
+    ]

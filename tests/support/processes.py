@@ -101,6 +101,7 @@ def start_coordinator(
     port: int | None = None,
     db_url: str | None = None,
     extra: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> Coordinator:
     port = port or free_port()
     db_url = db_url or f"sqlite:///{workdir / 'coordinator.db'}"
@@ -119,7 +120,7 @@ def start_coordinator(
         "100000",
         *extra,
     ]
-    service = start(argv, host, port, workdir / f"coordinator-{port}.log")
+    service = start(argv, host, port, workdir / f"coordinator-{port}.log", env)
     return Coordinator(service.proc, host, port, service.log_path, db_url, list(extra))
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks of a real coordinator driven by real gRPC clients (see README)."""

@@ -1,0 +1,90 @@
+"""The floor: the same fan-out against a bare grpc.aio server.
+
+``python -m bench.floor --port P`` serves two methods. ``Hold`` (unary
+request, stream response) sends initial metadata, so the client knows the
+stream is open, then waits for one event and writes one pre-built message.
+``Fire`` (unary) takes the bytes to send — the benchmark passes the very
+delta RunMesh sent — and sets the event. Both use passthrough
+serializers, so no time goes into protobuf on the server: this is what
+pushing one message to N open streams costs in grpc.aio on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import grpc
+
+from coordinator.server import SERVER_OPTIONS
+
+HOLD = "/bench.Floor/Hold"
+FIRE = "/bench.Floor/Fire"
+
+
+def _same(raw: bytes) -> bytes:
+    return raw
+
+
+class FloorServer:
+    def __init__(self) -> None:
+        self.fired = asyncio.Event()
+        self.payload = b""
+
+    async def hold(self, request: bytes, context: Any) -> None:
+        await context.send_initial_metadata(())
+        await self.fired.wait()
+        await context.write(self.payload)
+        await asyncio.Event().wait()  # held until the client cancels
+
+    async def fire(self, request: bytes, context: Any) -> bytes:
+        self.payload = request
+        self.fired.set()
+        return b""
+
+
+async def serve(port: int) -> None:
+    floor = FloorServer()
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    handlers = {
+        "Hold": grpc.unary_stream_rpc_method_handler(
+            floor.hold, request_deserializer=_same, response_serializer=_same
+        ),
+        "Fire": grpc.unary_unary_rpc_method_handler(
+            floor.fire, request_deserializer=_same, response_serializer=_same
+        ),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("bench.Floor", handlers),)
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+def open_stream(channel: grpc.aio.Channel) -> Any:
+    method = channel.unary_stream(
+        HOLD, request_serializer=_same, response_deserializer=_same
+    )
+    return method(b"")
+
+
+async def fire(target: str, payload: bytes) -> float:
+    """Send ``payload`` to every held stream; returns time.time() just before
+    the Fire call (the channel is connected first, as for ApproveLink)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        method = channel.unary_unary(
+            FIRE, request_serializer=_same, response_deserializer=_same
+        )
+        await channel.channel_ready()
+        before = time.time()
+        await method(payload, timeout=60)
+        return before
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    asyncio.run(serve(parser.parse_args().port))

@@ -1,0 +1,1050 @@
+"""A simulated fleet: a real coordinator process and real nodes in workers.
+
+The parent process starts ``runmesh-coordinator serve`` on a loopback port
+and a few worker processes (spawned, so every channel is created after the
+process starts). Each worker holds a share of the nodes: real X25519 keys,
+links through StartLink -> ApproveLink -> PollLink, and Sync streams that
+answer the challenge, resume with their last version and apply every map
+and delta with ``meshd.peermap.PeerMapCopy``.
+
+Memory forces one compromise. A full map of 10,000 peers held in a
+PeerMapCopy costs about 6 MiB in Python, so 10,000 such copies do not fit
+on one machine. The first ``verify`` nodes of the fleet (spread over the
+workers) keep a complete PeerMapCopy whose peer set is compared with the
+coordinator's truth; every other node parses every message in full and
+applies it with the same PeerMapCopy version rules (``LightCopy``) but does
+not keep the peers.
+
+The parent talks to the workers with small commands over pipes (see
+``Worker._handle``); every wait is bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import multiprocessing
+import multiprocessing.connection
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from nacl.public import PrivateKey
+
+from meshd.backoff import Backoff
+from meshd.channel import CHANNEL_OPTIONS
+from meshd.peermap import PeerMapCopy, VersionGap
+from runmesh.challenge import answer_challenge
+from runmesh.v1 import admin_pb2, admin_pb2_grpc, mesh_pb2, mesh_pb2_grpc, node_pb2
+
+BIN = Path(sys.executable).parent
+SYNC_METHOD = "/runmesh.v1.MeshService/Sync"
+
+# meshd opens a fresh channel for every attempt, so it reconnects as soon as
+# its Backoff says; the bench shares a channel among many nodes, so the
+# channel's own reconnect backoff (1 s growing to 120 s by default) is kept
+# short to leave the pacing to Backoff, as in meshd.
+BENCH_CHANNEL_OPTIONS: list[tuple[str, int]] = [
+    *CHANNEL_OPTIONS,
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    # One channel per entry: without this, channels with equal arguments
+    # share one subchannel (one TCP connection) inside a process.
+    ("grpc.use_local_subchannel_pool", 1),
+]
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"process exited with {proc.returncode} before listening"
+            )
+        with contextlib.suppress(OSError):
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def memory_mib(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) of a process, in MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    values = {}
+    for line in status.splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            values[name] = int(rest.split()[0]) / 1024
+    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+
+
+class Coordinator:
+    """``runmesh-coordinator serve`` on a fresh SQLite database."""
+
+    FLAGS = [
+        "--link-starts-per-minute",
+        "1000000",  # the CLI caps it at 1,000,000
+        "--failed-approvals-per-minute",
+        "1000000",
+        "--link-interval",
+        "1",
+    ]
+
+    def __init__(self, workdir: Path, extra: Sequence[str] = ()) -> None:
+        self.workdir = workdir
+        self.db_url = f"sqlite:///{workdir / 'x.db'}"
+        self.port = free_port()
+        self.extra = list(extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    admin_key = ""
+
+    def adopt(self, directory: Path) -> str:
+        """Start from a saved fleet (see ``Fleet.save``); returns its admin key."""
+        import shutil
+
+        for suffix in ("", "-wal", "-shm"):
+            source = directory / f"x.db{suffix}"
+            if source.exists():
+                shutil.copy(source, self.workdir / f"x.db{suffix}")
+        self.admin_key = (directory / "admin_key").read_text().strip()
+        return self.admin_key
+
+    def create_key(self) -> str:
+        done = subprocess.run(
+            [
+                str(BIN / "runmesh-coordinator"),
+                "keys",
+                "create",
+                "--db",
+                self.db_url,
+                "--org",
+                "bench",
+                "--user",
+                "admin@bench.test",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"keys create failed: {done.stderr}")
+        self.admin_key = done.stdout.strip()
+        return self.admin_key
+
+    def start(self) -> float:
+        """Start the server; returns time.time() just before it was launched."""
+        self.starts += 1
+        log = (self.workdir / f"coordinator-{self.starts}.log").open("ab")
+        argv = [
+            str(BIN / "runmesh-coordinator"),
+            "--log-level",
+            "warning",
+            "serve",
+            "--db",
+            self.db_url,
+            "--listen",
+            self.target,
+            *self.FLAGS,
+            *self.extra,
+        ]
+        launched = time.time()
+        self.proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_for_port(self.port, 60, self.proc)
+        return launched
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        path = self.workdir / f"coordinator-{self.starts}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class Gateway:
+    def __init__(self, workdir: Path, coordinator: str) -> None:
+        self.port = free_port()
+        log = (workdir / "gateway.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "runmesh-gateway"),
+                "serve",
+                "--coordinator",
+                coordinator,
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--log-level",
+                "warning",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for_port(self.port, 60, self.proc)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@contextlib.contextmanager
+def bench_run(prefix: str, keep: bool = False) -> Iterator[contextlib.ExitStack]:
+    """A work directory and a clean-up stack, unwound also on Ctrl-C/SIGTERM."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    with contextlib.ExitStack() as stack:
+        workdir = Path(tempfile.mkdtemp(prefix=f"runmesh-{prefix}-"))
+        if not keep:
+            stack.callback(_remove_tree, workdir)
+        stack.enter_context(contextlib.nullcontext())
+        stack.workdir = workdir  # type: ignore[attr-defined]
+        try:
+            yield stack
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ------------------------------------------------------------ admin client
+
+
+def admin_metadata(key: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {key}"),)
+
+
+@dataclasses.dataclass
+class Identity:
+    node_id: str
+    name: str
+    public_key: str
+    private_key: bytes
+    coordinator_key: str
+
+
+async def link_node(
+    mesh: mesh_pb2_grpc.MeshServiceStub,
+    admin: admin_pb2_grpc.AdminServiceStub,
+    admin_key: str,
+    name: str,
+    approved: Callable[[], None] | None = None,
+) -> Identity:
+    """StartLink -> ApproveLink -> PollLink, as a device and a member would."""
+    private = PrivateKey.generate()
+    public = _b64(bytes(private.public_key))
+    started = await mesh.StartLink(
+        mesh_pb2.StartLinkRequest(
+            public_key=public,
+            device_label=name,
+            os="linux",
+            app_version="bench",
+            hostname=name,
+        ),
+        timeout=60,
+    )
+    await admin.ApproveLink(
+        admin_pb2.ApproveLinkRequest(code=started.code, name=name),
+        metadata=admin_metadata(admin_key),
+        timeout=60,
+    )
+    if approved is not None:
+        approved()
+    for _ in range(20):
+        try:
+            polled = await mesh.PollLink(
+                mesh_pb2.PollLinkRequest(code=started.code, public_key=public),
+                timeout=60,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            await asyncio.sleep(1.0)
+            continue
+        if polled.status == mesh_pb2.LINK_STATUS_APPROVED:
+            return Identity(
+                polled.node.id,
+                name,
+                public,
+                bytes(private),
+                polled.coordinator.public_key,
+            )
+        await asyncio.sleep(1.0)
+    raise RuntimeError(f"link of {name} never approved")
+
+
+def _b64(raw: bytes) -> str:
+    import base64
+
+    return base64.b64encode(raw).decode()
+
+
+async def truth(admin: admin_pb2_grpc.AdminServiceStub, key: str) -> dict[str, str]:
+    """Every active node of the org: public key -> name (AdminService.ListNodes)."""
+    nodes: dict[str, str] = {}
+    cursor = ""
+    for _ in range(10_000):
+        page = await admin.ListNodes(
+            admin_pb2.ListNodesRequest(limit=500, cursor=cursor),
+            metadata=admin_metadata(key),
+            timeout=60,
+        )
+        nodes.update({n.public_key: n.name for n in page.nodes})
+        if not page.has_more:
+            return nodes
+        cursor = page.next_cursor
+    raise RuntimeError("ListNodes never ended")
+
+
+async def observe_full_map(
+    channel: grpc.aio.Channel, ident: Identity, timeout: float = 60
+) -> node_pb2.PeerMap:
+    """Open one fresh Sync stream as ``ident`` and return its first full map."""
+    call = _sync_call(channel)
+    try:
+        return await asyncio.wait_for(_first_full_map(call, ident), timeout)
+    finally:
+        call.cancel()
+
+
+async def _first_full_map(call: Any, ident: Identity) -> node_pb2.PeerMap:
+    first = mesh_pb2.CoordinatorMessage.FromString(await call.read())
+    await call.write(_hello(ident, first.challenge.nonce, 0))
+    message = mesh_pb2.CoordinatorMessage.FromString(await call.read())
+    if message.WhichOneof("kind") != "full_map":
+        raise RuntimeError(f"observer got {message.WhichOneof('kind')} first")
+    return message.full_map
+
+
+def _sync_call(channel: grpc.aio.Channel) -> Any:
+    method = channel.stream_stream(
+        SYNC_METHOD,
+        request_serializer=mesh_pb2.NodeMessage.SerializeToString,
+        response_deserializer=lambda raw: raw,  # keep the bytes: sizes are data
+    )
+    return method()
+
+
+def _hello(ident: Identity, nonce: bytes, last_version: int) -> mesh_pb2.NodeMessage:
+    answer = answer_challenge(
+        PrivateKey(ident.private_key), ident.coordinator_key, nonce
+    )
+    return mesh_pb2.NodeMessage(
+        hello=mesh_pb2.Hello(
+            public_key=ident.public_key,
+            challenge_answer=answer,
+            last_version=last_version,
+            meshd_version="bench",
+        )
+    )
+
+
+def open_channel(target: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(target, options=BENCH_CHANNEL_OPTIONS)
+
+
+# ------------------------------------------------------------ node in worker
+
+
+class LightCopy(PeerMapCopy):
+    """PeerMapCopy's version rules without keeping the peers (see module doc)."""
+
+    def replace(self, full: node_pb2.PeerMap) -> None:
+        self.version = full.version
+        self.name = full.self.name
+        self.peers = {}
+
+    def apply(self, delta: node_pb2.PeerDelta) -> None:
+        super().apply(delta)
+        self.peers = {}
+
+
+@dataclasses.dataclass(eq=False)
+class SimNode:
+    ident: Identity
+    copy: PeerMapCopy
+    channel_index: int
+    call: Any = None
+    up: bool = False
+    ready: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    write_lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    # counters since the last "mark"
+    full_maps: int = 0
+    resumed: int = 0
+    deltas: int = 0
+    gaps: int = 0
+    streams_ended: int = 0
+    synced_since_mark: bool = False
+    last_message_at: float = 0.0
+    watch_at: float = 0.0
+    watch_bytes: int = 0
+    task: asyncio.Task[None] | None = None
+
+
+class Worker:
+    def __init__(
+        self, conn: multiprocessing.connection.Connection, config: dict[str, Any]
+    ):
+        self.conn = conn
+        self.index: int = config["index"]
+        self.target: str = config["target"]
+        self.admin_key: str = config["admin_key"]
+        self.keepalive: float = config["keepalive"]
+        self.verify: int = config["verify"]
+        self.channels = [open_channel(self.target) for _ in range(config["channels"])]
+        self.nodes: list[SimNode] = []
+        self.watch_key = ""
+        self.floor_times: list[float] = []
+        self.floor_calls: list[Any] = []
+        self.floor_channels: list[grpc.aio.Channel] = []
+        self.stopping = False
+
+    # ---- command loop ----
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            command, args = await loop.run_in_executor(None, self.conn.recv)
+            if command == "exit":
+                self.conn.send({"ok": True})
+                return
+            try:
+                reply = await self._handle(command, *args)
+            except Exception as exc:  # reported to the parent, which fails
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            self.conn.send(reply)
+
+    async def _handle(self, command: str, *args: Any) -> dict[str, Any]:
+        handler = getattr(self, f"cmd_{command}")
+        result: dict[str, Any] = await handler(*args)
+        return result
+
+    # ---- creating nodes ----
+
+    async def cmd_create(
+        self, count: int, concurrency: int, prefix: str
+    ) -> dict[str, Any]:
+        mesh = [mesh_pb2_grpc.MeshServiceStub(c) for c in self.channels]
+        admin = [admin_pb2_grpc.AdminServiceStub(c) for c in self.channels]
+        todo = iter(range(count))
+        errors: Counter[str] = Counter()
+        started = time.perf_counter()
+
+        async def one_lane(lane: int) -> None:
+            for i in todo:
+                name = f"{prefix}w{self.index}n{i}"
+                for _attempt in range(3):
+                    try:
+                        ident = await link_node(
+                            mesh[lane % len(mesh)],
+                            admin[lane % len(admin)],
+                            self.admin_key,
+                            name,
+                        )
+                        break
+                    except grpc.aio.AioRpcError as exc:
+                        errors[exc.code().name] += 1
+                        await asyncio.sleep(0.2)
+                else:
+                    continue
+                self._add_node(ident)
+
+        await asyncio.wait_for(
+            asyncio.gather(*(one_lane(k) for k in range(concurrency))), 3600
+        )
+        return {
+            "created": len(self.nodes),
+            "seconds": time.perf_counter() - started,
+            "errors": dict(errors),
+        }
+
+    def _add_node(self, ident: Identity) -> None:
+        global_index = len(self.nodes)
+        keep = global_index < self.verify
+        copy = (PeerMapCopy if keep else LightCopy)(ident.public_key)
+        self.nodes.append(SimNode(ident, copy, global_index % len(self.channels)))
+
+    async def cmd_export(self) -> dict[str, Any]:
+        return {
+            "identities": [
+                {
+                    **dataclasses.asdict(n.ident),
+                    "private_key": n.ident.private_key.hex(),
+                }
+                for n in self.nodes
+            ]
+        }
+
+    async def cmd_load(self, identities: list[dict[str, Any]]) -> dict[str, Any]:
+        for raw in identities:
+            self._add_node(
+                Identity(**{**raw, "private_key": bytes.fromhex(raw["private_key"])})
+            )
+        return {"created": len(self.nodes), "seconds": 0.0, "errors": {}}
+
+    async def cmd_ids(self) -> dict[str, Any]:
+        return {"ids": [(n.ident.node_id, n.ident.public_key) for n in self.nodes]}
+
+    # ---- streams ----
+
+    async def cmd_connect(self, concurrency: int, timeout: float) -> dict[str, Any]:
+        started = time.perf_counter()
+        gate = asyncio.Semaphore(concurrency)
+        for node in self.nodes:
+            if node.task is None:
+                node.task = asyncio.create_task(self._hold(node, gate))
+        waits = [n.ready.wait() for n in self.nodes]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*waits), timeout)
+        return {
+            "ready": sum(n.ready.is_set() for n in self.nodes),
+            "seconds": time.perf_counter() - started,
+        }
+
+    async def _hold(self, node: SimNode, gate: asyncio.Semaphore | None) -> None:
+        """One node's connect-and-sync loop, reconnecting like meshd."""
+        backoff = Backoff()
+        while not self.stopping:
+            try:
+                await self._one_stream(node, gate)
+            except grpc.aio.AioRpcError:
+                pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - counted, then retried
+                print(f"node {node.ident.name}: {exc!r}", file=sys.stderr)
+            finally:
+                if node.up:
+                    node.streams_ended += 1
+                node.up = False
+                node.call = None
+            gate = None  # only the first connect is paced by the gate
+            await asyncio.sleep(backoff.next_delay())
+            if node.synced_since_mark:
+                backoff.reset()
+
+    async def _one_stream(self, node: SimNode, gate: asyncio.Semaphore | None) -> None:
+        call = _sync_call(self.channels[node.channel_index])
+        node.call = call
+        keepalive: asyncio.Task[None] | None = None
+        try:
+            async with gate if gate is not None else contextlib.nullcontext():
+                raw = await call.read()
+                if raw is grpc.aio.EOF:
+                    return
+                challenge = mesh_pb2.CoordinatorMessage.FromString(raw).challenge
+                async with node.write_lock:
+                    await call.write(
+                        _hello(node.ident, challenge.nonce, node.copy.version)
+                    )
+                first = True
+                raw = await call.read()
+                if raw is grpc.aio.EOF:
+                    return
+                await self._on_message(node, raw, first)
+                node.up = True
+                node.ready.set()
+            keepalive = asyncio.create_task(self._keepalives(node, call))
+            while True:
+                raw = await call.read()
+                if raw is grpc.aio.EOF:
+                    return
+                await self._on_message(node, raw, False)
+        finally:
+            if keepalive is not None:
+                keepalive.cancel()
+            call.cancel()
+
+    async def _on_message(self, node: SimNode, raw: bytes, first: bool) -> None:
+        message = mesh_pb2.CoordinatorMessage.FromString(raw)
+        kind = message.WhichOneof("kind")
+        if kind == "full_map":
+            node.copy.replace(message.full_map)
+            node.full_maps += 1
+        elif kind == "delta":
+            try:
+                node.copy.apply(message.delta)
+            except VersionGap:
+                node.gaps += 1
+                async with node.write_lock:
+                    await node.call.write(
+                        mesh_pb2.NodeMessage(
+                            resync=mesh_pb2.ResyncRequest(reason="gap")
+                        )
+                    )
+                return
+            if first:
+                node.resumed += 1
+            else:
+                node.deltas += 1
+            if self.watch_key and not node.watch_at:
+                if any(p.public_key == self.watch_key for p in message.delta.upserted):
+                    node.watch_at = time.time()
+                    node.watch_bytes = len(raw)
+        elif kind == "revoked":
+            self.stopping = True
+        if kind in ("full_map", "delta"):
+            node.last_message_at = time.time()
+            if first:
+                node.synced_since_mark = True
+
+    async def _keepalives(self, node: SimNode, call: Any) -> None:
+        await asyncio.sleep(random.uniform(0, self.keepalive))
+        while True:
+            message = mesh_pb2.Keepalive()
+            message.sent_at.GetCurrentTime()
+            async with node.write_lock:
+                await call.write(mesh_pb2.NodeMessage(keepalive=message))
+            await asyncio.sleep(self.keepalive)
+
+    async def cmd_status(self) -> dict[str, Any]:
+        nodes = self.nodes
+        return {
+            "nodes": len(nodes),
+            "up": sum(n.up for n in nodes),
+            "versions": dict(Counter(n.copy.version for n in nodes)),
+            "synced_since_mark": sum(n.synced_since_mark for n in nodes),
+            "full_maps": sum(n.full_maps for n in nodes),
+            "resumed": sum(n.resumed for n in nodes),
+            "deltas": sum(n.deltas for n in nodes),
+            "gaps": sum(n.gaps for n in nodes),
+            "streams_ended": sum(n.streams_ended for n in nodes),
+            "last_message_at": max((n.last_message_at for n in nodes), default=0.0),
+        }
+
+    async def cmd_mark(self) -> dict[str, Any]:
+        for n in self.nodes:
+            n.full_maps = n.resumed = n.deltas = n.gaps = n.streams_ended = 0
+            n.synced_since_mark = False
+        return {"ok": True}
+
+    async def cmd_delta_counts(self) -> dict[str, Any]:
+        return {"deltas": [n.deltas for n in self.nodes]}
+
+    async def cmd_watch(self, key: str) -> dict[str, Any]:
+        self.watch_key = key
+        for n in self.nodes:
+            n.watch_at = 0.0
+            n.watch_bytes = 0
+        return {"ok": True}
+
+    async def cmd_collect(self, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(n.watch_at for n in self.nodes):
+                break
+            await asyncio.sleep(0.05)
+        seen = [n for n in self.nodes if n.watch_at]
+        return {
+            "times": [n.watch_at for n in seen],
+            "bytes": sorted({n.watch_bytes for n in seen}),
+            "missing": len(self.nodes) - len(seen),
+        }
+
+    async def cmd_verify(self, version: int, names: dict[str, str]) -> dict[str, Any]:
+        """Compare every node's version, and the kept maps' peers, with the truth."""
+        bad: list[str] = []
+        checked = 0
+        wanted = set(names)
+        for node in self.nodes:
+            if node.copy.version != version:
+                bad.append(
+                    f"{node.ident.name}: version {node.copy.version} != {version}"
+                )
+                continue
+            if isinstance(node.copy, LightCopy):
+                continue
+            checked += 1
+            own = node.ident.public_key
+            if node.copy.peers.keys() != wanted - {own}:
+                have = set(node.copy.peers)
+                bad.append(
+                    f"{node.ident.name}: {len(have - wanted)} extra, "
+                    f"{len(wanted - {own} - have)} missing peers"
+                )
+                continue
+            if node.copy.name != names.get(own):
+                bad.append(f"{node.ident.name}: own name {node.copy.name!r}")
+                continue
+            wrong = [k for k, p in node.copy.peers.items() if p.name != names[k]]
+            if wrong:
+                bad.append(f"{node.ident.name}: {len(wrong)} peer names differ")
+        return {"bad": len(bad), "sample": bad[:5], "maps_checked": checked}
+
+    async def cmd_stop_streams(self) -> dict[str, Any]:
+        self.stopping = True
+        tasks = [n.task for n in self.nodes if n.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for n in self.nodes:
+            n.task = None
+        for channel in self.channels:
+            await channel.close()
+        # Free the maps before anything else is measured in this process.
+        for n in self.nodes:
+            n.copy.peers = {}
+        return {"ok": True}
+
+    # ---- the bare-grpc floor ----
+
+    async def cmd_floor_open(
+        self, target: str, count: int, channels: int, timeout: float
+    ) -> dict[str, Any]:
+        from bench import floor
+
+        self.floor_channels = [open_channel(target) for _ in range(channels)]
+        self.floor_times = []
+        opened = 0
+
+        async def one(i: int) -> None:
+            nonlocal opened
+            call = floor.open_stream(self.floor_channels[i % channels])
+            self.floor_calls.append(call)
+            await call.initial_metadata()
+            opened += 1
+            if await call.read() is not grpc.aio.EOF:
+                self.floor_times.append(time.time())
+
+        self.floor_tasks = [asyncio.create_task(one(i)) for i in range(count)]
+        deadline = time.monotonic() + timeout
+        while opened < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return {"opened": opened}
+
+    async def cmd_floor_collect(self, count: int, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while len(self.floor_times) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        times = list(self.floor_times)
+        for call in self.floor_calls:
+            call.cancel()
+        await asyncio.gather(*self.floor_tasks, return_exceptions=True)
+        for channel in self.floor_channels:
+            await channel.close()
+        return {"times": times}
+
+
+def worker_main(
+    conn: multiprocessing.connection.Connection, config: dict[str, Any]
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+
+    async def main() -> None:
+        worker = Worker(conn, config)
+        await worker.serve()
+
+    asyncio.run(main())
+
+
+# ------------------------------------------------------------ parent side
+
+
+class Fleet:
+    """The worker processes, driven from the parent."""
+
+    def __init__(
+        self,
+        target: str,
+        admin_key: str,
+        workers: int,
+        channels: int,
+        verify: int,
+        keepalive: float,
+    ) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conns: list[multiprocessing.connection.Connection] = []
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+        for index in range(workers):
+            parent, child = context.Pipe()
+            share = verify // workers + (1 if index < verify % workers else 0)
+            config = {
+                "index": index,
+                "target": target,
+                "admin_key": admin_key,
+                "keepalive": keepalive,
+                "verify": share,
+                "channels": channels,
+            }
+            proc = context.Process(
+                target=worker_main, args=(child, config), daemon=True
+            )
+            proc.start()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    def call(
+        self,
+        command: str,
+        per_worker: Sequence[tuple[Any, ...]] | None = None,
+        timeout: float = 900,
+        args: tuple[Any, ...] = (),
+    ) -> list[dict[str, Any]]:
+        """Send a command to every worker, wait (bounded) for every reply."""
+        for i, conn in enumerate(self.conns):
+            conn.send((command, per_worker[i] if per_worker is not None else args))
+        replies = []
+        deadline = time.monotonic() + timeout
+        for i, conn in enumerate(self.conns):
+            left = deadline - time.monotonic()
+            if not conn.poll(max(0.0, left)):
+                raise TimeoutError(f"worker {i} did not answer {command} in {timeout}s")
+            reply = conn.recv()
+            if "error" in reply:
+                raise RuntimeError(f"worker {i} {command}: {reply['error']}")
+            replies.append(reply)
+        return replies
+
+    def split(self, total: int) -> list[int]:
+        k = len(self.conns)
+        return [total // k + (1 if i < total % k else 0) for i in range(k)]
+
+    def create(
+        self, total: int, concurrency: int, prefix: str
+    ) -> tuple[int, float, dict[str, int]]:
+        lanes = max(1, concurrency // len(self.conns))
+        started = time.perf_counter()
+        replies = self.call(
+            "create", [(n, lanes, prefix) for n in self.split(total)], timeout=3600
+        )
+        seconds = time.perf_counter() - started
+        errors: Counter[str] = Counter()
+        for r in replies:
+            errors.update(r["errors"])
+        return sum(r["created"] for r in replies), seconds, dict(errors)
+
+    def save(self, coordinator: Coordinator, directory: Path) -> None:
+        """Keep the database and the node keys for a later run (``--from-fleet``).
+
+        The nodes were made through the real RPCs; a later run reuses them
+        instead of linking them again (the machine links about 10-20 a second).
+        """
+        import json
+        import shutil
+
+        identities = [i for r in self.call("export") for i in r["identities"]]
+        directory.mkdir(parents=True, exist_ok=True)
+        for suffix in ("", "-wal", "-shm"):
+            source = coordinator.workdir / f"x.db{suffix}"
+            if source.exists():
+                shutil.copy(source, directory / f"x.db{suffix}")
+        (directory / "identities.json").write_text(json.dumps(identities))
+        (directory / "admin_key").write_text(coordinator.admin_key)
+
+    def load(self, directory: Path) -> int:
+        import json
+
+        identities = json.loads((directory / "identities.json").read_text())
+        shares = self.split(len(identities))
+        chunks, start = [], 0
+        for n in shares:
+            chunks.append((identities[start : start + n],))
+            start += n
+        return sum(r["created"] for r in self.call("load", chunks, timeout=300))
+
+    def status(self) -> dict[str, Any]:
+        replies = self.call("status", timeout=120)
+        merged: dict[str, Any] = {"versions": Counter()}
+        for r in replies:
+            merged["versions"].update(r["versions"])
+            for key in (
+                "nodes",
+                "up",
+                "synced_since_mark",
+                "full_maps",
+                "resumed",
+                "deltas",
+                "gaps",
+                "streams_ended",
+            ):
+                merged[key] = merged.get(key, 0) + r[key]
+            merged["last_message_at"] = max(
+                merged.get("last_message_at", 0.0), r["last_message_at"]
+            )
+        return merged
+
+    def wait_quiet(self, quiet: float, timeout: float) -> dict[str, Any]:
+        """Until every node is up, all hold one version, and nothing arrived
+        for ``quiet`` seconds (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status()
+            settled = (
+                status["up"] == status["nodes"]
+                and len(status["versions"]) == 1
+                and time.time() - status["last_message_at"] > quiet
+            )
+            if settled or time.monotonic() > deadline:
+                status["settled"] = settled
+                return status
+            time.sleep(0.5)
+
+    def close(self) -> None:
+        for conn in self.conns:
+            with contextlib.suppress(Exception):
+                conn.send(("exit", ()))
+        for proc in self.procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+
+
+def add_fleet_arguments(parser: Any, nodes: int) -> None:
+    parser.add_argument("--nodes", type=int, default=nodes)
+    parser.add_argument(
+        "--workers", type=int, default=3, help="client processes holding the nodes"
+    )
+    parser.add_argument(
+        "--channels", type=int, default=12, help="gRPC channels per client process"
+    )
+    parser.add_argument(
+        "--verify",
+        type=int,
+        default=None,
+        help="nodes keeping a full PeerMapCopy (default min(N, 1000))",
+    )
+    parser.add_argument(
+        "--create-concurrency",
+        type=int,
+        default=48,
+        help="links in flight at once while creating nodes",
+    )
+    parser.add_argument(
+        "--connect-concurrency",
+        type=int,
+        default=256,
+        help="first stream set-ups in flight per client process",
+    )
+    parser.add_argument(
+        "--keepalive",
+        type=float,
+        default=15.0,
+        help="--keepalive of the coordinator and of the nodes",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--save-fleet",
+        type=Path,
+        default=None,
+        help="save the database and node keys here at the end",
+    )
+    parser.add_argument(
+        "--from-fleet",
+        type=Path,
+        default=None,
+        help="reuse nodes saved by --save-fleet instead of linking",
+    )
+
+
+def setup(
+    args: Any, stack: contextlib.ExitStack, extra: Sequence[str] = ()
+) -> tuple[Coordinator, Fleet, int, float | None]:
+    """Coordinator + fleet with N nodes: (coordinator, fleet, nodes, approvals/s)."""
+    coordinator = Coordinator(
+        stack.workdir, ["--keepalive", str(args.keepalive), *extra]
+    )  # type: ignore[attr-defined]
+    if args.from_fleet is not None:
+        admin_key = coordinator.adopt(args.from_fleet)
+    else:
+        admin_key = coordinator.create_key()
+    coordinator.start()
+    stack.callback(coordinator.kill)
+    fleet = Fleet(
+        coordinator.target,
+        admin_key,
+        args.workers,
+        args.channels,
+        verify_count(args),
+        args.keepalive,
+    )
+    stack.callback(fleet.close)
+    if args.from_fleet is not None:
+        created = fleet.load(args.from_fleet)
+        from bench.report import note
+
+        note(f"loaded {created} nodes from {args.from_fleet}")
+        return coordinator, fleet, created, None
+    from bench.report import note
+
+    note(f"creating {args.nodes} nodes ...")
+    created, seconds, errors = fleet.create(args.nodes, args.create_concurrency, "n")
+    rate = created / seconds
+    note(f"created {created} in {seconds:.1f}s ({rate:.1f}/s) errors={errors}")
+    return coordinator, fleet, created, created / seconds
+
+
+def finish(args: Any, coordinator: Coordinator, fleet: Fleet) -> None:
+    if args.save_fleet is not None:
+        coordinator.kill(signal.SIGTERM)
+        fleet.save(coordinator, args.save_fleet)
+
+
+def loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def verify_count(args: Any) -> int:
+    return (
+        args.nodes
+        if args.verify is None and args.nodes <= 1000
+        else (args.verify if args.verify is not None else 1000)
+    )
