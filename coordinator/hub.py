@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from coordinator import changelog, metrics, peermap
-from coordinator.changelog import Change, ChangeOp
+from coordinator.changes import Change, ChangeOp
 from coordinator.models import Org
 from runmesh.v1 import mesh_pb2, node_pb2
 

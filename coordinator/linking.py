@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator import audit, changelog, ipam, naming
 from coordinator.accounts import Caller
+from coordinator.changes import ChangeOp
 from coordinator.errors import Conflict, Expired, InvalidArgument, NotFound, RateLimited
 from coordinator.ids import new_id, utcnow
 from coordinator.models import LinkRequest, LinkState, Node, Org
@@ -237,7 +238,7 @@ async def approve_link(
         session, org, node.id, settings.address_quarantine
     )
     await session.flush()
-    changelog.record_change(session, org, changelog.ChangeOp.UPSERT, node)
+    changelog.record_change(session, org, ChangeOp.UPSERT, node)
 
     request.state = LinkState.APPROVED
     request.node_id = node.id

@@ -18,6 +18,7 @@ from sqlalchemy.sql import Select
 
 from coordinator import activity, audit, changelog, ipam, naming
 from coordinator.accounts import Caller
+from coordinator.changes import ChangeOp
 from coordinator.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
 from coordinator.ids import utcnow
 from coordinator.models import Address, Node, Org, Role
@@ -169,7 +170,7 @@ async def rename_node(
     org = await _org_for_update(session, node.org_id)
     old = node.name
     node.name = name
-    changelog.record_change(session, org, changelog.ChangeOp.UPSERT, node)
+    changelog.record_change(session, org, ChangeOp.UPSERT, node)
     audit.record(
         session,
         org_id=org.id,
@@ -203,7 +204,7 @@ async def revoke_node(session: AsyncSession, caller: Caller, node_id: str) -> No
     node.online = False
     if node.address is not None:
         ipam.release_address(node.address)
-    changelog.record_change(session, org, changelog.ChangeOp.REMOVE, node)
+    changelog.record_change(session, org, ChangeOp.REMOVE, node)
     audit.record(
         session,
         org_id=org.id,
@@ -238,9 +239,7 @@ async def rotate_key(
         raise Conflict("the new key already belongs to an active node")
     org = await _org_for_update(session, node.org_id)
     node.public_key = new_key
-    changelog.record_change(
-        session, org, changelog.ChangeOp.REKEY, node, old_public_key=old_key
-    )
+    changelog.record_change(session, org, ChangeOp.REKEY, node, old_public_key=old_key)
     audit.record(
         session,
         org_id=org.id,

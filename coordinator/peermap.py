@@ -16,16 +16,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coordinator.changes import Change
 from coordinator.models import Node, Org
 from runmesh.v1 import node_pb2
-
-if TYPE_CHECKING:
-    from coordinator.changelog import Change
 
 DEFAULT_KEEPALIVE = 25
 

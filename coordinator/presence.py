@@ -36,6 +36,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from coordinator import activity, changelog
+from coordinator.changes import ChangeOp
 from coordinator.hub import Hub
 from coordinator.ids import utcnow
 from coordinator.models import Node, Org
@@ -239,9 +240,7 @@ async def _apply(session: AsyncSession, batch: dict[str, Update]) -> set[str]:
             node.last_seen_at = now
         if _change(session, node, update):
             node.last_seen_at = now
-            changelog.record_change(
-                session, orgs[node.org_id], changelog.ChangeOp.UPSERT, node
-            )
+            changelog.record_change(session, orgs[node.org_id], ChangeOp.UPSERT, node)
             touched.add(node.org_id)
     return touched
 
