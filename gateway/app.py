@@ -14,22 +14,40 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from gateway import errors
-from gateway.coordinator import DEFAULT_DEADLINE_SECONDS, Coordinator
+from gateway.access import AccessMiddleware
+from gateway.coordinator import (
+    DEFAULT_DEADLINE_SECONDS,
+    PLAINTEXT,
+    ChannelSecurity,
+    Coordinator,
+)
 from gateway.envelope import RequestIdMiddleware
 from gateway.limits import BodyLimitMiddleware
-from gateway.routes import activity, audit, links, nodes, overview
+from gateway.routes import activity, audit, links, nodes, operations, overview
 
-_ROUTERS = (links.router, overview.router, nodes.router, audit.router, activity.router)
+_ROUTERS = (
+    links.router,
+    overview.router,
+    nodes.router,
+    audit.router,
+    activity.router,
+    operations.router,
+)
 
 
 def create_app(
-    coordinator_target: str, *, deadline: float = DEFAULT_DEADLINE_SECONDS
+    coordinator_target: str,
+    *,
+    deadline: float = DEFAULT_DEADLINE_SECONDS,
+    security: ChannelSecurity = PLAINTEXT,
 ) -> FastAPI:
     """The gateway for the coordinator at ``coordinator_target`` (host:port)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        coordinator = Coordinator.connect(coordinator_target, deadline=deadline)
+        coordinator = Coordinator.connect(
+            coordinator_target, deadline=deadline, security=security
+        )
         app.state.coordinator = coordinator
         try:
             yield
@@ -51,8 +69,10 @@ def create_app(
     errors.install_error_handlers(app)
 
     # Added last is outermost: the request id must exist before the body
-    # limit answers, so that its 413 carries one too.
+    # limit answers, so that its 413 carries one too, and before the access
+    # line is written, which counts that 413 like any answer.
     app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(AccessMiddleware)
     app.add_middleware(RequestIdMiddleware)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

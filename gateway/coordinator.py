@@ -8,10 +8,13 @@ coordinator turns into ``unavailable`` instead of a hanging HTTP request.
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import grpc
 from fastapi import Depends, Request
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.caller import Caller
 from gateway.errors import UnexpectedReply
@@ -19,16 +22,41 @@ from runmesh.v1 import admin_pb2, mesh_pb2, node_pb2
 from runmesh.v1.admin_pb2_grpc import AdminServiceStub
 from runmesh.v1.mesh_pb2_grpc import MeshServiceStub
 
+log = logging.getLogger(__name__)
+
 DEFAULT_DEADLINE_SECONDS = 10.0
+# A readiness probe must answer before the prober gives up (often 1–5 s).
+HEALTH_CHECK_SECONDS = 2.0
 
 ReplyT = TypeVar("ReplyT")
 
-_CHANNEL_OPTIONS = [
+_CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     # gRPC's default reconnect backoff grows to two minutes; after a
     # coordinator restart the gateway would keep answering 503 that long.
     ("grpc.initial_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 5_000),
 ]
+
+
+@dataclass(frozen=True)
+class ChannelSecurity:
+    """How the channel to the coordinator is protected."""
+
+    tls: bool = False
+    # PEM certificates to trust for the coordinator's; None: the system roots.
+    root_certificates: bytes | None = None
+    # The name the certificate must carry, when it is not the target's host
+    # (a coordinator reached by address, or through a tunnel).
+    server_name: str | None = None
+
+    def describe(self) -> str:
+        if not self.tls:
+            return "plaintext"
+        roots = "the system roots" if self.root_certificates is None else "a CA file"
+        return f"TLS trusting {roots}"
+
+
+PLAINTEXT = ChannelSecurity()
 
 
 class Coordinator:
@@ -39,15 +67,27 @@ class Coordinator:
         # The generated stubs are untyped; the methods below give them types.
         self._mesh = MeshServiceStub(channel)
         self._admin = AdminServiceStub(channel)
+        # Its stubs type the constructor only, not the methods.
+        self._health: Any = health_pb2_grpc.HealthStub(channel)
         self._deadline = deadline
 
     @classmethod
     def connect(
-        cls, target: str, *, deadline: float = DEFAULT_DEADLINE_SECONDS
+        cls,
+        target: str,
+        *,
+        deadline: float = DEFAULT_DEADLINE_SECONDS,
+        security: ChannelSecurity = PLAINTEXT,
     ) -> Coordinator:
-        # TODO: TLS to the coordinator when it is given a certificate; the
-        # default deployment keeps both on loopback, where plaintext is safe.
-        channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        if not security.tls:
+            channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            return cls(channel, deadline=deadline)
+
+        options = list(_CHANNEL_OPTIONS)
+        if security.server_name is not None:
+            options.append(("grpc.ssl_target_name_override", security.server_name))
+        credentials = grpc.ssl_channel_credentials(security.root_certificates)
+        channel = grpc.aio.secure_channel(target, credentials, options=options)
         return cls(channel, deadline=deadline)
 
     async def close(self) -> None:
@@ -60,6 +100,40 @@ class Coordinator:
         if not isinstance(reply, reply_type):
             raise UnexpectedReply(f"expected {reply_type.__name__}")
         return reply
+
+    # ---- grpc.health.v1 ----
+
+    async def is_serving(self, caller: Caller) -> bool:
+        """Whether the coordinator answers the standard health check SERVING.
+
+        Service "" is the coordinator as a whole: it turns SERVING once its
+        schema is current and NOT_SERVING when it starts shutting down.
+        """
+        request = health_pb2.HealthCheckRequest(service="")
+        try:
+            reply = await self._health.Check(
+                request, timeout=HEALTH_CHECK_SECONDS, metadata=caller.metadata()
+            )
+        except grpc.aio.AioRpcError as exc:
+            # %.300s: the details of a failed TLS handshake say which check
+            # failed, but a peer that is not the coordinator may send any size.
+            log.warning(
+                "coordinator health check failed (%s): %.300s request_id=%s",
+                exc.code(),
+                exc.details(),
+                caller.request_id,
+            )
+            return False
+        if not isinstance(reply, health_pb2.HealthCheckResponse):
+            raise UnexpectedReply("expected HealthCheckResponse")
+
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            log.warning(
+                "coordinator not serving (%s) request_id=%s", status, caller.request_id
+            )
+            return False
+        return True
 
     # ---- MeshService ----
 

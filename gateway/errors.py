@@ -20,9 +20,22 @@ Choices the contract leaves open:
   contract's code list stays closed, so clients need no new case.
 - A body over the size cap answers 413 with ``invalid_request`` (raised by
   ``gateway.limits``).
-- Messages of 4xx answers are the coordinator's own (they explain what to fix);
-  5xx answers carry a fixed sentence, because gRPC details of an internal or a
-  connection failure name hosts, files and stack frames.
+- Messages of 4xx answers are the coordinator's own (they explain what to fix)
+  only when it sent ``runmesh-reason``, which every error it raises carries. A
+  status without one was made by gRPC itself or by something on the way (a
+  metadata limit, a proxy), and its details name sizes, hosts and internals:
+  the client gets a fixed sentence per code and the log gets the details.
+  5xx answers always carry a fixed sentence, because gRPC details of an
+  internal or a connection failure name hosts, files and stack frames.
+- A validation message names at most ``_MAX_LOCATION`` characters of the
+  field's location, so a hostile nesting cannot make the answer kilobytes.
+
+Known limit: a request the HTTP server cannot parse never reaches the app. A
+non-numeric or a repeated ``Content-Length`` is refused by uvicorn's h11
+parser with its own ``text/plain`` 400 and no ``X-Request-Id``; no ASGI code
+runs for it, so nothing here can render it (only replacing uvicorn's protocol
+class could). The app's own check of ``Content-Length`` (``gateway.limits``)
+covers servers that pass such a header through.
 """
 
 from __future__ import annotations
@@ -101,6 +114,14 @@ _DEFAULT_MESSAGE: Mapping[ErrorCode, str] = {
     ErrorCode.UNAVAILABLE: "the coordinator is unavailable; retry later",
 }
 
+# Used for a status without ``runmesh-reason``: whatever its details say, the
+# coordinator did not say it, so the sentences promise nothing specific.
+_UNEXPLAINED_MESSAGE: Mapping[ErrorCode, str] = {
+    **_DEFAULT_MESSAGE,
+    ErrorCode.INVALID_REQUEST: "the request could not be processed",
+    ErrorCode.RESOURCE_EXHAUSTED: "the request could not be processed",
+}
+
 
 class ApiError(Exception):
     """An error answered to the client exactly as given."""
@@ -148,7 +169,7 @@ class ErrorEnvelope(_Model):
 
 _DESCRIPTION: Mapping[int, str] = {
     400: "invalid_request: the body, query or path has the wrong shape",
-    401: "unauthorized: missing or unknown API key",
+    401: "unauthorized: missing, malformed or unknown API key",
     403: "forbidden: the API key lacks the scope",
     404: "not_found",
     409: "conflict, or resource_exhausted (no address left)",
@@ -214,34 +235,51 @@ def api_error_from_rpc(error: Any, request_id: str) -> ApiError:
     are both FAILED_PRECONDITION to gRPC). Otherwise the status decides.
     """
     status = error.code()
+    details = error.details() or ""
     trailers = _text_metadata(error.trailing_metadata())
+    reason = trailers.get(REASON_KEY)
     retry_after = _seconds(trailers.get(RETRY_AFTER_KEY))
-    code = _code_for(status, trailers.get(REASON_KEY), retry_after)
+    code = _code_for(status, reason, retry_after)
 
-    if code is ErrorCode.RATE_LIMITED:
-        return ApiError(
-            code,
-            _client_message(code, error.details()),
-            retry_after=_DEFAULT_RETRY_AFTER if retry_after is None else retry_after,
-        )
+    if code is ErrorCode.RATE_LIMITED and retry_after is None:
+        retry_after = _DEFAULT_RETRY_AFTER
+    if reason is not None and code.status < 500:
+        return ApiError(code, details or None, retry_after=retry_after)
+
+    _log_hidden_details(code, status, details, request_id)
+    messages = _DEFAULT_MESSAGE if reason is not None else _UNEXPLAINED_MESSAGE
+    return ApiError(code, messages[code], retry_after=retry_after)
+
+
+def _log_hidden_details(
+    code: ErrorCode, status: Any, details: str, request_id: str
+) -> None:
+    # %.500s: a peer that is not the coordinator may send any size of details.
     if code is ErrorCode.INTERNAL:
         log.error(
-            "coordinator call failed with %s: %s request_id=%s; "
+            "coordinator call failed with %s: %.500s request_id=%s; "
             "the coordinator's log has the cause",
             status,
-            error.details(),
+            details,
             request_id,
         )
     elif code is ErrorCode.UNAVAILABLE:
         log.warning(
-            "coordinator unreachable (%s): %s request_id=%s",
+            "coordinator unreachable (%s): %.500s request_id=%s",
             status,
-            error.details(),
+            details,
             request_id,
         )
-    return ApiError(
-        code, _client_message(code, error.details()), retry_after=retry_after
-    )
+    else:
+        log.warning(
+            "coordinator call failed with %s and no %s: %.500s request_id=%s; "
+            "answered %s without the details",
+            status,
+            REASON_KEY,
+            details,
+            request_id,
+            code.value,
+        )
 
 
 def _code_for(status: Any, reason: str | None, retry_after: int | None) -> ErrorCode:
@@ -252,12 +290,6 @@ def _code_for(status: Any, reason: str | None, retry_after: int | None) -> Error
             return ErrorCode.RATE_LIMITED
         return ErrorCode.RESOURCE_EXHAUSTED
     return _BY_STATUS.get(status, ErrorCode.INTERNAL)
-
-
-def _client_message(code: ErrorCode, details: str | None) -> str:
-    if code.status >= 500 or not details:
-        return _DEFAULT_MESSAGE[code]
-    return details
 
 
 def _text_metadata(
@@ -284,6 +316,8 @@ def _seconds(value: str | None) -> int | None:
 
 # ---- shape and routing errors ----
 
+_MAX_LOCATION = 64
+
 
 def api_error_from_validation(error: RequestValidationError) -> ApiError:
     """invalid_request naming each offending field: ``publicKey: field required``."""
@@ -306,7 +340,16 @@ def _describe(problem: Mapping[str, Any]) -> str:
         text = str(problem["ctx"]["error"])
     else:
         text = str(problem.get("msg", "is invalid"))
-    return f"{'.'.join(where) or location[0]}: {text[:1].lower()}{text[1:]}"
+    return f"{_short_location(where) or location[0]}: {text[:1].lower()}{text[1:]}"
+
+
+def _short_location(parts: list[str]) -> str:
+    # The head names the field the client sent; past it, a path hundreds of
+    # levels deep helps nobody and only makes the answer large.
+    path = ".".join(parts)
+    if len(path) <= _MAX_LOCATION:
+        return path
+    return path[: _MAX_LOCATION - 1] + "…"
 
 
 def api_error_from_http(
@@ -344,11 +387,23 @@ def allowed_methods(request: Request) -> set[str]:
     The published document, not the router, because it is the contract and
     FastAPI's nested routers do not expose their routes for matching.
     """
-    paths: Mapping[str, Mapping[str, Any]] = request.app.openapi().get("paths", {})
-    for template, operations in paths.items():
+    template = documented_template(request)
+    if template is None:
+        return set()
+    return {method.upper() for method in _documented_paths(request)[template]}
+
+
+def documented_template(request: Request) -> str | None:
+    """The OpenAPI path template the request's path falls under, if any."""
+    for template in _documented_paths(request):
         if _path_pattern(template).fullmatch(request.url.path):
-            return {method.upper() for method in operations}
-    return set()
+            return template
+    return None
+
+
+def _documented_paths(request: Request) -> Mapping[str, Mapping[str, Any]]:
+    paths: Mapping[str, Mapping[str, Any]] = request.app.openapi().get("paths", {})
+    return paths
 
 
 def _path_pattern(template: str) -> re.Pattern[str]:

@@ -1,9 +1,15 @@
 """The JSON shapes of the REST API: request bodies and response data.
 
 Field names are camelCase on the wire (aliases) and snake_case in Python.
-Validation here is only shape: types, required fields and length caps that
-keep junk from reaching the coordinator. Whether a key is really 32 bytes of
-base64, or a name a valid DNS label, is the coordinator's call.
+Validation here is only shape: types, required fields, length caps and the
+characters a text may hold, which keep junk from reaching the coordinator.
+Whether a key is really 32 bytes of base64, or a name a valid DNS label, is
+the coordinator's call.
+
+``clientMetadata`` travels as a ``google.protobuf.Struct``, so it is held to
+what a Struct carries safely: shallow (protobuf refuses to decode messages
+nested past its recursion limit, about 33 JSON levels of a Struct), string
+keys, and numbers a double holds without surprise.
 
 Unknown fields in a body are ignored, not refused, so a newer client keeps
 working against an older gateway.
@@ -12,6 +18,8 @@ working against an older gateway.
 from __future__ import annotations
 
 import json
+import math
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -27,6 +35,12 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 MAX_CLIENT_METADATA_BYTES = 4 * 1024
+# The metadata object itself is the first level.
+MAX_CLIENT_METADATA_DEPTH = 8
+MAX_CLIENT_METADATA_KEY_LENGTH = 64
+# Well inside a double's exact integers (2^53), and nothing a device reports
+# about itself is larger.
+MAX_CLIENT_METADATA_NUMBER = 1e15
 
 _EXAMPLE_KEY = "mBvI7xQmN4jzDeTt3jV1SEpvYyv3ra9Zk5yqF0wYbX4="
 _EXAMPLE_TIME = "2026-12-03T18:24:39.123Z"
@@ -58,6 +72,30 @@ class _Model(BaseModel):
     )
 
 
+# ---- text ----
+
+# C0, DEL and C1 (Unicode category Cc): a NUL or an escape sequence in a label
+# ends up in logs, terminals and approval screens.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Lone surrogates cannot be encoded as UTF-8, which a protobuf string must be.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class _Body(_Model):
+    """A request body: every string field holds plain text.
+
+    One validator for all of them, so a field added later is covered too.
+    """
+
+    @field_validator("*")
+    @classmethod
+    def _plain_text(cls, value: object) -> object:
+        # pydantic itself refuses a lone surrogate in a str field.
+        if isinstance(value, str) and _CONTROL_CHARACTER.search(value):
+            raise ValueError("must not contain control characters")
+        return value
+
+
 # ---- request bodies ----
 
 
@@ -66,7 +104,58 @@ def _json_size(value: JsonValue) -> int:
     return len(json.dumps(value, separators=(",", ":")))
 
 
-class StartLinkBody(_Model):
+def _check_metadata(value: object, depth: int = 1) -> None:
+    """Raise ValueError for what a Struct cannot carry safely.
+
+    Runs on the parsed JSON before pydantic's own walk, so a hostile depth is
+    refused here, in one short sentence, after looking at most nine levels.
+    """
+    if isinstance(value, dict):
+        _check_depth(depth)
+        for key, item in value.items():
+            _check_key(key)
+            _check_metadata(item, depth + 1)
+    elif isinstance(value, list):
+        _check_depth(depth)
+        for item in value:
+            _check_metadata(item, depth + 1)
+    elif isinstance(value, str):
+        _check_unicode(value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        _check_number(value)
+
+
+def _check_depth(depth: int) -> None:
+    if depth > MAX_CLIENT_METADATA_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_CLIENT_METADATA_DEPTH} levels")
+
+
+def _check_key(key: object) -> None:
+    if not isinstance(key, str):
+        raise ValueError("keys must be strings")
+    if len(key) > MAX_CLIENT_METADATA_KEY_LENGTH:
+        raise ValueError(
+            f"keys must be at most {MAX_CLIENT_METADATA_KEY_LENGTH} characters"
+        )
+    if _CONTROL_CHARACTER.search(key):
+        raise ValueError("keys must not contain control characters")
+    _check_unicode(key)
+
+
+def _check_unicode(text: str) -> None:
+    if _SURROGATE.search(text):
+        raise ValueError("strings must be valid Unicode")
+
+
+def _check_number(number: float) -> None:
+    # JSON's 1e400 parses as infinity, and a 400-digit integer overflows the
+    # double a Struct holds it in (math.isfinite would overflow on it too).
+    finite = not isinstance(number, float) or math.isfinite(number)
+    if not finite or abs(number) > MAX_CLIENT_METADATA_NUMBER:
+        raise ValueError("numbers must be finite and within ±1e15")
+
+
+class StartLinkBody(_Body):
     """A device asks to join: its public key and how to show it to approvers."""
 
     public_key: str = Field(min_length=1, max_length=100, examples=[_EXAMPLE_KEY])
@@ -76,10 +165,18 @@ class StartLinkBody(_Model):
     hostname: str | None = Field(None, max_length=256, examples=["adas-mbp"])
     client_metadata: dict[str, JsonValue] | None = Field(
         None,
-        description=f"Free-form, at most {MAX_CLIENT_METADATA_BYTES} bytes as JSON. "
-        "Numbers travel as doubles: integers beyond 2^53 lose precision.",
+        description=f"Free-form, at most {MAX_CLIENT_METADATA_BYTES} bytes as JSON, "
+        f"{MAX_CLIENT_METADATA_DEPTH} levels deep, keys of at most "
+        f"{MAX_CLIENT_METADATA_KEY_LENGTH} characters, numbers within ±1e15. "
+        "Numbers travel as doubles.",
         examples=[{"arch": "arm64"}],
     )
+
+    @field_validator("client_metadata", mode="before")
+    @classmethod
+    def _storable(cls, value: object) -> object:
+        _check_metadata(value)
+        return value
 
     @field_validator("client_metadata")
     @classmethod
@@ -92,14 +189,14 @@ class StartLinkBody(_Model):
         return value
 
 
-class PollLinkBody(_Model):
+class PollLinkBody(_Body):
     """A device asks whether its code was approved."""
 
     code: str = Field(min_length=1, max_length=64, examples=["KX7T9Q"])
     public_key: str = Field(min_length=1, max_length=100, examples=[_EXAMPLE_KEY])
 
 
-class ApproveLinkBody(_Model):
+class ApproveLinkBody(_Body):
     """A member approves a code shown on a device."""
 
     code: str = Field(min_length=1, max_length=64, examples=["KX7T9Q"])
@@ -165,7 +262,7 @@ class LinkState(_Model):
     )
 
 
-class RenameNodeBody(_Model):
+class RenameNodeBody(_Body):
     """A new name for a node."""
 
     name: str = Field(
@@ -251,3 +348,15 @@ class DeviceActivity(_Model):
         examples=[{"endpoint": "203.0.113.7:51820"}]
     )
     created_at: UtcTime | None
+
+
+class Liveness(_Model):
+    """The gateway process answers; says nothing of the coordinator."""
+
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(_Model):
+    """The gateway can serve: the coordinator passed its health check."""
+
+    status: Literal["ready"] = "ready"

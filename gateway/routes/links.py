@@ -1,8 +1,9 @@
 """``/v1/runmesh/devices/link/*``: a device joins the mesh with a short code.
 
 ``start`` and ``poll`` need no API key: the device has none yet, and what a
-poll returns is useless without the device's private key. ``approve`` needs
-a member's key with ``runmesh:write``; the coordinator checks it.
+poll returns is useless without the device's private key. A key sent to them
+is ignored, not forwarded. ``approve`` needs a member's key with
+``runmesh:write``; the coordinator checks it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from gateway import convert, schemas
-from gateway.caller import CallerDep
+from gateway.caller import AnonymousCallerDep, CallerDep
 from gateway.coordinator import CoordinatorDep
 from gateway.envelope import Envelope, envelope
 from gateway.errors import error_responses
@@ -25,7 +26,9 @@ router = APIRouter(prefix="/v1/runmesh/devices/link", tags=["link"])
     responses=error_responses(400, 409, 413, 429),
 )
 async def start_link(
-    body: schemas.StartLinkBody, coordinator: CoordinatorDep, caller: CallerDep
+    body: schemas.StartLinkBody,
+    coordinator: CoordinatorDep,
+    caller: AnonymousCallerDep,
 ) -> Envelope[schemas.LinkStarted]:
     """Open a link request for the device's key and get the code to show."""
     reply = await coordinator.start_link(convert.start_link_request(body), caller)
@@ -38,7 +41,9 @@ async def start_link(
     responses=error_responses(400, 404, 413, 429),
 )
 async def poll_link(
-    body: schemas.PollLinkBody, coordinator: CoordinatorDep, caller: CallerDep
+    body: schemas.PollLinkBody,
+    coordinator: CoordinatorDep,
+    caller: AnonymousCallerDep,
 ) -> Envelope[schemas.LinkState]:
     """Where the request stands; once approved, the node and where to sync."""
     reply = await coordinator.poll_link(convert.poll_link_request(body), caller)

@@ -30,6 +30,8 @@ class Failure:
 
     code: grpc.StatusCode
     details: str = ""
+    # The coordinator sends one with every error it raises; None stands for a
+    # status made by gRPC itself or by something between the two.
     reason: str | None = None
     retry_after: str | None = None
 

@@ -93,3 +93,41 @@ async def test_query_parameters_are_declared_with_their_limits(
         "since",
         "until",
     }
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+async def test_the_html_docs_are_served_but_left_out_of_the_schema(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.get(path)
+    schema = (await client.get("/openapi.json")).json()
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "/openapi.json" in response.text
+    assert path not in schema["paths"]
+    assert all(
+        template.startswith("/v1/runmesh/") or template in PROBES
+        for template in schema["paths"]
+    )
+
+
+PROBES = {"/healthz": "Liveness", "/readyz": "Readiness"}
+
+
+async def test_the_probes_are_documented_under_operations(
+    client: httpx.AsyncClient,
+) -> None:
+    schema = (await client.get("/openapi.json")).json()
+
+    for path, body in PROBES.items():
+        operation = schema["paths"][path]["get"]
+        assert operation["tags"] == ["operations"]
+        assert operation["responses"]["200"]["content"]["application/json"][
+            "schema"
+        ] == {"$ref": f"#/components/schemas/{body}"}
+    readyz = schema["paths"]["/readyz"]["get"]["responses"]
+    assert readyz["503"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorEnvelope"
+    }
+    assert "security" not in schema["paths"]["/healthz"]["get"]

@@ -25,32 +25,51 @@ Code = grpc.StatusCode
     ("failure", "status", "code"),
     [
         (
-            Failure(Code.INVALID_ARGUMENT, "publicKey: must decode to 32 bytes"),
+            Failure(
+                Code.INVALID_ARGUMENT,
+                "publicKey: must decode to 32 bytes",
+                reason="invalid_request",
+            ),
             400,
             "invalid_request",
         ),
-        (Failure(Code.UNAUTHENTICATED, "unknown API key"), 401, "unauthorized"),
         (
-            Failure(Code.PERMISSION_DENIED, "scope runmesh:write needed"),
+            Failure(Code.UNAUTHENTICATED, "unknown API key", reason="unauthorized"),
+            401,
+            "unauthorized",
+        ),
+        (
+            Failure(
+                Code.PERMISSION_DENIED, "scope runmesh:write needed", reason="forbidden"
+            ),
             403,
             "forbidden",
         ),
-        (Failure(Code.NOT_FOUND, "no such code"), 404, "not_found"),
-        (Failure(Code.ALREADY_EXISTS, "key already linked"), 409, "conflict"),
-        (Failure(Code.ABORTED, "try again"), 409, "conflict"),
-        (Failure(Code.FAILED_PRECONDITION, "already approved"), 409, "conflict"),
+        (Failure(Code.NOT_FOUND, "no such code", reason="not_found"), 404, "not_found"),
+        (
+            Failure(Code.ALREADY_EXISTS, "key already linked", reason="conflict"),
+            409,
+            "conflict",
+        ),
         (
             Failure(Code.FAILED_PRECONDITION, "code expired", reason="expired"),
             410,
             "expired",
         ),
         (
-            Failure(Code.RESOURCE_EXHAUSTED, "no address left"),
+            Failure(
+                Code.RESOURCE_EXHAUSTED, "no address left", reason="resource_exhausted"
+            ),
             409,
             "resource_exhausted",
         ),
         (
-            Failure(Code.RESOURCE_EXHAUSTED, "slow down", retry_after="7"),
+            Failure(
+                Code.RESOURCE_EXHAUSTED,
+                "slow down",
+                reason="rate_limited",
+                retry_after="7",
+            ),
             429,
             "rate_limited",
         ),
@@ -59,7 +78,7 @@ Code = grpc.StatusCode
     ],
     ids=lambda value: value.details if isinstance(value, Failure) else str(value),
 )
-async def test_status_and_reason_map_to_code_and_show_the_message(
+async def test_a_coordinator_error_with_a_reason_shows_its_message(
     client: httpx.AsyncClient,
     fake: FakeCoordinator,
     failure: Failure,
@@ -74,6 +93,75 @@ async def test_status_and_reason_map_to_code_and_show_the_message(
 
     error = assert_error(response, status, code)
     assert error["message"] == failure.details
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "code", "message"),
+    [
+        (
+            Failure(
+                Code.RESOURCE_EXHAUSTED,
+                "received metadata size exceeds soft limit (12722 vs. 8192) "
+                ":path:71B authorization:12009B",
+            ),
+            409,
+            "resource_exhausted",
+            "the request could not be processed",
+        ),
+        (
+            Failure(Code.INVALID_ARGUMENT, "grpc: error unmarshalling request"),
+            400,
+            "invalid_request",
+            "the request could not be processed",
+        ),
+        (
+            Failure(Code.UNAUTHENTICATED, "proxy: token for 10.0.0.3 expired"),
+            401,
+            "unauthorized",
+            "a valid API key is required",
+        ),
+        (
+            Failure(Code.NOT_FOUND, "no route to /runmesh.v1.AdminService"),
+            404,
+            "not_found",
+            "not found",
+        ),
+        (
+            Failure(Code.ABORTED, "stream reset by envoy"),
+            409,
+            "conflict",
+            "the request conflicts with the current state",
+        ),
+        (
+            Failure(Code.RESOURCE_EXHAUSTED, "envoy: overloaded", retry_after="5"),
+            429,
+            "rate_limited",
+            "too many requests; retry after the given delay",
+        ),
+    ],
+    ids=lambda value: value.code.name if isinstance(value, Failure) else str(value),
+)
+async def test_a_status_without_a_reason_hides_its_details_and_logs_them(
+    client: httpx.AsyncClient,
+    fake: FakeCoordinator,
+    caplog: pytest.LogCaptureFixture,
+    failure: Failure,
+    status: int,
+    code: str,
+    message: str,
+) -> None:
+    fake.replies["ApproveLink"] = failure
+
+    response = await client.post(
+        "/v1/runmesh/devices/link/approve", json={"code": "KX7T9Q"}
+    )
+
+    error = assert_error(response, status, code)
+    assert error["message"] == message
+    assert failure.details not in response.text
+    (logged,) = [r.getMessage() for r in caplog.records if r.name == "gateway.errors"]
+    assert failure.details in logged
+    assert error["requestId"] in logged
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,9 @@ async def test_overview_without_the_scope_is_forbidden(
     client: httpx.AsyncClient, fake: FakeCoordinator
 ) -> None:
     fake.replies["GetOverview"] = Failure(
-        grpc.StatusCode.PERMISSION_DENIED, "scope runmesh:read needed"
+        grpc.StatusCode.PERMISSION_DENIED,
+        "scope runmesh:read needed",
+        reason="forbidden",
     )
 
     assert_error(await client.get("/v1/runmesh/overview"), 403, "forbidden")
@@ -234,7 +236,9 @@ async def test_a_window_the_coordinator_refuses_is_invalid_request(
     client: httpx.AsyncClient, fake: FakeCoordinator
 ) -> None:
     fake.replies["ListAuditEvents"] = Failure(
-        grpc.StatusCode.INVALID_ARGUMENT, "since must not be after until"
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "since must not be after until",
+        reason="invalid_request",
     )
 
     response = await client.get(
@@ -300,14 +304,26 @@ async def test_device_activity_rejects_a_bad_time(
 @pytest.mark.parametrize(
     ("failure", "status", "code"),
     [
-        (Failure(grpc.StatusCode.NOT_FOUND, "no such node"), 404, "not_found"),
         (
-            Failure(grpc.StatusCode.PERMISSION_DENIED, "scope activity:read needed"),
+            Failure(grpc.StatusCode.NOT_FOUND, "no such node", reason="not_found"),
+            404,
+            "not_found",
+        ),
+        (
+            Failure(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "scope activity:read needed",
+                reason="forbidden",
+            ),
             403,
             "forbidden",
         ),
         (
-            Failure(grpc.StatusCode.UNAUTHENTICATED, "unknown API key"),
+            Failure(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "unknown API key",
+                reason="unauthorized",
+            ),
             401,
             "unauthorized",
         ),

@@ -61,7 +61,9 @@ async def test_a_name_the_coordinator_refuses_is_its_own_message(
     client: httpx.AsyncClient, fake: FakeCoordinator
 ) -> None:
     fake.replies["RenameNode"] = Failure(
-        grpc.StatusCode.INVALID_ARGUMENT, "name: must be a DNS label"
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "name: must be a DNS label",
+        reason="invalid_request",
     )
 
     error = assert_error(
@@ -125,7 +127,9 @@ async def test_revoking_without_the_right_is_forbidden(
     client: httpx.AsyncClient, fake: FakeCoordinator
 ) -> None:
     fake.replies["RevokeNode"] = Failure(
-        grpc.StatusCode.PERMISSION_DENIED, "only an admin or the node's owner"
+        grpc.StatusCode.PERMISSION_DENIED,
+        "only an admin or the node's owner",
+        reason="forbidden",
     )
 
     error = assert_error(await client.post(f"{NODE}/revoke"), 403, "forbidden")

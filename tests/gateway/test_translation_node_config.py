@@ -144,7 +144,9 @@ async def test_an_unknown_format_is_invalid_request(
 async def test_errors_stay_json_when_the_file_was_asked_for(
     client: httpx.AsyncClient, fake: FakeCoordinator
 ) -> None:
-    fake.replies["GetNodeConfig"] = Failure(grpc.StatusCode.NOT_FOUND, "no such node")
+    fake.replies["GetNodeConfig"] = Failure(
+        grpc.StatusCode.NOT_FOUND, "no such node", reason="not_found"
+    )
 
     response = await client.get(CONFIG, params={"format": "wg-quick"})
 
