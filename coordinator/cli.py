@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from pathlib import Path
 from typing import TypeVar
 
@@ -41,6 +42,19 @@ T = TypeVar("T")
 def main(log_level: str, log_format: str) -> None:
     """The RunMesh coordinator: owner of all mesh state, served over gRPC."""
     logs.configure(log_level, log_format)
+
+
+def _ip_list(values: tuple[str, ...]) -> list[str]:
+    addresses = []
+    for value in values:
+        for part in value.replace(",", " ").split():
+            try:
+                addresses.append(str(ipaddress.ip_address(part)))
+            except ValueError:
+                raise click.BadParameter(
+                    f"not an IP address: {part!r}", param_hint="--trusted-proxy"
+                ) from None
+    return addresses
 
 
 def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -170,6 +184,17 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> s
     help="Deltas queued per stream before a slow stream gets a full map instead.",
 )
 @click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    envvar="RUNMESH_TRUSTED_PROXIES",
+    show_envvar=True,
+    multiple=True,
+    default=("127.0.0.1", "::1"),
+    show_default=True,
+    help="IP of a gateway whose forwarded client address rate limits believe "
+    "(repeat for several).",
+)
+@click.option(
     "--tls-cert",
     envvar="RUNMESH_TLS_CERT",
     show_envvar=True,
@@ -229,6 +254,7 @@ def serve(
     change_retention: int,
     keepalive: float,
     stream_queue_limit: int,
+    trusted_proxies: tuple[str, ...],
     tls_cert: Path | None,
     tls_key: Path | None,
     insecure: bool,
@@ -267,6 +293,7 @@ def serve(
         presence=PresenceTiming(grace=presence_grace, heartbeat=presence_heartbeat),
         change_retention=dt.timedelta(seconds=change_retention),
         stream_queue_limit=stream_queue_limit,
+        trusted_proxies=frozenset(_ip_list(trusted_proxies)),
         limits=Policy(
             approvals_per_key=failed_approvals_per_minute,
             approvals_per_source=3 * failed_approvals_per_minute,

@@ -120,9 +120,13 @@ class Subscriber:
             self._reset_to_full_map()
 
     def _reset_to_full_map(self) -> None:
-        revoked = False
+        # Deltas can be replaced by a full map; the end of the stream
+        # (revoked, or asked to reconnect) cannot, so it is kept.
+        endings: list[QueueItem] = []
         while not self.queue.empty():
-            revoked |= isinstance(self.queue.get_nowait(), Revocation)
+            item = self.queue.get_nowait()
+            if isinstance(item, Revocation | ReconnectRequest):
+                endings.append(item)
         self.resets += 1
         metrics.SLOW_CONSUMER_RESETS.inc()
         log.warning(
@@ -131,8 +135,8 @@ class Subscriber:
             self.node_id,
         )
         self.queue.put_nowait(FullMapNeeded())
-        if revoked:
-            self.queue.put_nowait(Revocation("node revoked"))
+        for ending in endings[:1]:
+            self.queue.put_nowait(ending)
 
 
 def encode_delta(from_version: int, changes: tuple[Change, ...]) -> bytes:

@@ -47,7 +47,7 @@ APPROVAL_LATENCY = Histogram(
 RATE_LIMITED = Counter(
     "runmesh_rate_limited_total",
     "Requests refused by a rate limit, by what was limited.",
-    ["limit"],  # link_start, link_poll, approval
+    ["limit"],  # start, poll, approve
 )
 
 

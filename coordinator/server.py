@@ -4,8 +4,8 @@ reflection, and a graceful shutdown.
 Shutdown on SIGTERM, in order: health turns NOT_SERVING (load balancers
 stop sending), new Sync streams are refused, every open stream is told to
 reconnect elsewhere (nodes resume from their last version on another
-replica), presence still pending is written, then in-flight RPCs get
-``grace`` seconds to finish. Nothing committed is lost: every change is
+replica), in-flight RPCs get ``grace`` seconds to finish, then presence
+still pending is written. Nothing committed is lost: every change is
 committed before its RPC answers, and the change log is in the database.
 """
 

@@ -13,16 +13,18 @@ from typing import Any, TypeVar
 
 import click
 
-from meshd import linking
+from meshd import linking, rotation
+from meshd import status as node_status
+from meshd.backends import BACKEND_NAMES, make_backend
 from meshd.channel import InvalidTarget, check_target
 from meshd.daemon import Daemon, UpOptions
 from meshd.errors import MeshdError
 from meshd.state import StateDir
-from meshd.wireguard.backend import WireGuardError
+from meshd.wireguard.backend import WireGuardBackend, WireGuardError
+from meshd.wireguard.kernel import KernelBackend
 from meshd.wireguard.userspace import (
     DEFAULT_LOG_DIR,
     InvalidInterfaceName,
-    UserspaceBackend,
     check_interface_name,
 )
 from runmesh.v1 import mesh_pb2
@@ -65,6 +67,22 @@ STATE_DIR = click.option(
     show_default=True,
     help="Directory holding the node's key and identity.",
 )
+
+
+BACKEND = click.option(
+    "--backend",
+    envvar="RUNMESH_BACKEND",
+    show_envvar=True,
+    type=click.Choice(list(BACKEND_NAMES)),
+    default="auto",
+    show_default=True,
+    help="How WireGuard is driven: kernel (netlink), userspace (wireguard-go "
+    "over UAPI), or auto (kernel when the module is there, else userspace).",
+)
+
+
+def backend_name(backend: WireGuardBackend) -> str:
+    return "kernel" if isinstance(backend, KernelBackend) else "userspace"
 
 
 def interface_option(help: str) -> Callable[[F], F]:
@@ -158,15 +176,7 @@ def link(coordinator: str, state_dir: Path, label: str | None) -> None:
 @main.command()
 @STATE_DIR
 @interface_option("WireGuard interface name (unique on the host, 1-15 characters).")
-@click.option(
-    "--backend",
-    envvar="RUNMESH_BACKEND",
-    show_envvar=True,
-    type=click.Choice(["userspace"]),
-    default="userspace",
-    show_default=True,
-    help="How WireGuard is driven: userspace = wireguard-go over UAPI.",
-)
+@BACKEND
 @click.option(
     "--listen-port",
     envvar="RUNMESH_LISTEN_PORT",
@@ -213,6 +223,15 @@ def link(coordinator: str, state_dir: Path, label: str | None) -> None:
     help="Seconds between keepalives sent to the coordinator.",
 )
 @click.option(
+    "--persistent-keepalive",
+    envvar="RUNMESH_PERSISTENT_KEEPALIVE",
+    show_envvar=True,
+    type=click.IntRange(0, 65535),
+    default=None,
+    show_default="what the coordinator sends (25)",
+    help="Seconds between WireGuard keepalives to every peer; 0 turns them off.",
+)
+@click.option(
     "--wireguard-log",
     envvar="RUNMESH_WIREGUARD_LOG",
     show_envvar=True,
@@ -230,9 +249,17 @@ def up(
     coordinators: tuple[str, ...],
     reconcile_interval: float,
     keepalive: float,
+    persistent_keepalive: int | None,
     wireguard_log: Path | None,
 ) -> None:
-    """Bring the WireGuard interface up and keep it in step with the mesh."""
+    """Bring the WireGuard interface up and keep it in step with the mesh.
+
+    Writes what it is doing to DIR/status.json (see `meshd status`).
+    """
+    state = StateDir(state_dir)
+    with _reporting_errors():
+        state.load_node()  # a broken state dir stops us before WireGuard
+        chosen = make_backend(backend, wireguard_log=wireguard_log)
     options = UpOptions(
         interface=interface,
         listen_port=listen_port,
@@ -240,11 +267,12 @@ def up(
         coordinators=coordinators,
         reconcile_interval=reconcile_interval,
         keepalive_interval=keepalive,
+        persistent_keepalive=persistent_keepalive,
+        backend_name=backend_name(chosen),
     )
 
     async def run() -> None:
-        backend = UserspaceBackend(log_path=wireguard_log)
-        daemon = Daemon(StateDir(state_dir), backend, options)
+        daemon = Daemon(state, chosen, options)
         await daemon.run()
 
     _run(run())
@@ -252,34 +280,88 @@ def up(
 
 @main.command()
 @STATE_DIR
+@click.option(
+    "--interface",
+    envvar="RUNMESH_INTERFACE",
+    show_envvar=True,
+    type=InterfaceName(),
+    default=None,
+    show_default="the one `meshd up` uses, else runmesh0",
+    help="WireGuard interface to read peers, handshakes and bytes from.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status(state_dir: Path, as_json: bool) -> None:
-    """Show this node's identity and its last applied map."""
+def status(state_dir: Path, interface: str | None, as_json: bool) -> None:
+    """Show the node, its stream and its peers as the device reports them.
+
+    The device is only read (handshakes, bytes), never changed.
+    """
     state = StateDir(state_dir)
     with _reporting_errors():
         identity = state.load_identity()
         saved = state.load_map()
-    peers = list(saved.peers.values()) if saved else []
-    version = saved.version if saved else 0
-    report = {"node": identity.__dict__, "version": version, "peers": peers}
+        stream = state.load_status()
+    if interface is None:
+        interface = _interface_from_status(stream)
+    named_backend = (stream or {}).get("backend")
+    with _reporting_errors():
+        reader = make_backend("kernel" if named_backend == "kernel" else "userspace")
+        reader.adopt(interface)
+    report = _run(node_status.build_report(identity, saved, stream, reader))
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(f"node     {identity.name} ({identity.node_id})")
-    click.echo(f"address  {identity.ipv4} {identity.ipv6}")
-    click.echo(f"version  {version}")
-    for peer in peers:
-        click.echo(f"peer     {peer.get('name', '')} {peer.get('publicKey', '')}")
+    for line in node_status.render(report):
+        click.echo(line)
+
+
+def _interface_from_status(stream: dict[str, Any] | None) -> str:
+    named = (stream or {}).get("interface")
+    try:
+        check_interface_name(str(named))
+    except InvalidInterfaceName:
+        return "runmesh0"
+    return str(named)
+
+
+@main.command("rotate-key")
+@STATE_DIR
+@click.option(
+    "--coordinator",
+    envvar="RUNMESH_COORDINATOR",
+    show_envvar=True,
+    type=CoordinatorTarget(),
+    default=None,
+    help="Coordinator HOST:PORT (default: the one linked with).",
+)
+@click.option(
+    "--timeout",
+    envvar="RUNMESH_ROTATE_TIMEOUT",
+    show_envvar=True,
+    type=click.FloatRange(1, 600),
+    default=rotation.ROTATE_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for the coordinator to confirm the new key.",
+)
+def rotate_key(state_dir: Path, coordinator: str | None, timeout: float) -> None:
+    """Replace this node's key and print the new public key.
+
+    The new key is kept in DIR/private.key.next until the coordinator
+    confirms it; a running `meshd up` picks it up by itself.
+    """
+    state = StateDir(state_dir)
+    new_public_key = _run(rotation.rotate_key(state, coordinator, timeout))
+    click.echo(new_public_key)
 
 
 @main.command()
 @interface_option("WireGuard interface to remove.")
-def down(interface: str) -> None:
+@BACKEND
+def down(interface: str, backend: str) -> None:
     """Remove the WireGuard interface (and stop its wireguard-go)."""
 
     async def run() -> None:
-        backend = UserspaceBackend()
-        backend.adopt(interface)
-        await backend.remove()
+        chosen = make_backend(backend)
+        chosen.adopt(interface)
+        await chosen.remove()
 
     _run(run())

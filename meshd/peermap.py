@@ -30,14 +30,25 @@ class PeerMapCopy:
     name: str = ""
     addresses: list[str] = field(default_factory=list)
     peers: dict[str, node_pb2.Peer] = field(default_factory=dict)
+    # The node's own id: after a key rotation the node appears in a delta
+    # under its new key, and must still be recognised as itself.
+    node_id: str = ""
+
+    def is_self(self, peer: node_pb2.Peer) -> bool:
+        if peer.public_key == self.public_key:
+            return True
+        return bool(self.node_id) and peer.node_id == self.node_id
+
+    def rekey(self, public_key: str) -> None:
+        """The node's key changed: the new key is never one of its peers."""
+        self.public_key = public_key
+        self.peers = {k: p for k, p in self.peers.items() if not self.is_self(p)}
 
     def replace(self, full: node_pb2.PeerMap) -> None:
         self.version = full.version
         self.name = full.self.name
         self.addresses = list(full.self.addresses)
-        self.peers = {
-            p.public_key: p for p in full.peers if p.public_key != self.public_key
-        }
+        self.peers = {p.public_key: p for p in full.peers if not self.is_self(p)}
 
     def apply(self, delta: node_pb2.PeerDelta) -> None:
         if _confirms(delta, self.version):
@@ -50,7 +61,7 @@ class PeerMapCopy:
         for key in delta.removed:
             self.peers.pop(key, None)
         for peer in delta.upserted:
-            if peer.public_key == self.public_key:
+            if self.is_self(peer):
                 self.name = peer.name  # a change to this node itself
             else:
                 self.peers[peer.public_key] = peer
@@ -68,7 +79,9 @@ class PeerMapCopy:
         )
 
     @classmethod
-    def restore(cls, public_key: str, saved: SavedMap) -> PeerMapCopy:
+    def restore(
+        cls, public_key: str, saved: SavedMap, node_id: str = ""
+    ) -> PeerMapCopy:
         """The copy `saved()` wrote; ValueError if `saved` does not hold one.
 
         Every peer is checked as the device would take it, so a file edited
@@ -80,7 +93,11 @@ class PeerMapCopy:
             raise ValueError(f"a saved peer does not parse: {exc}") from None
         for peer in peers.values():
             decode_key(peer_config(peer).public_key)
-        return cls(public_key, saved.version, saved.name, list(saved.addresses), peers)
+        copy = cls(
+            public_key, saved.version, saved.name, list(saved.addresses), peers, node_id
+        )
+        copy.rekey(public_key)
+        return copy
 
 
 def _confirms(delta: node_pb2.PeerDelta, version: int) -> bool:

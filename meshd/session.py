@@ -4,6 +4,11 @@ Order: read the challenge, answer it in the hello (with the last version
 applied and the node's endpoints), then take the full map and deltas. A
 delta that does not follow the version held is not applied: the session
 asks for a full map instead (``ResyncRequest``).
+
+The first message after the hello is a full map, or a delta when the
+coordinator could resume from the version the hello named; which one it
+was is kept in ``first_message`` for ``meshd status``. While the stream is
+up, ``send_endpoints`` reports a change of the node's underlay addresses.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import cast
 
 import grpc
@@ -24,6 +30,7 @@ from meshd.peermap import PeerMapCopy, VersionGap
 from meshd.state import Identity
 from runmesh.challenge import answer_challenge
 from runmesh.v1 import mesh_pb2, mesh_pb2_grpc, node_pb2
+from runmesh.wgkey import encode_key
 
 log = logging.getLogger(__name__)
 
@@ -63,54 +70,52 @@ class SyncSession:
         self._listen_port = listen_port
         self._keepalive_interval = keepalive_interval
         self._write_lock = asyncio.Lock()
-        # Set once the first full map of this stream has been applied.
+        self._call: Call | None = None
+        # Set once the first map or resume delta of this stream is applied.
         self.synced = asyncio.Event()
+        # "full_map" or "resume": how the coordinator opened this stream.
+        self.first_message: str | None = None
 
     async def run(self, channel: grpc.aio.Channel) -> None:
         """Hold the stream until it ends; raises NodeRevoked if revoked."""
         call: Call = mesh_pb2_grpc.MeshServiceStub(channel).Sync()
         keepalive = asyncio.create_task(self._send_keepalives(call))
         try:
-            await self._handshake(call)
+            hello = Hello(self._map.version, self._endpoints, self._listen_port)
+            await handshake(call, self._identity, self._key, hello)
+            self._call = call
             await self._receive(call)
         finally:
+            self._call = None
             keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await keepalive
             call.cancel()
 
-    async def _handshake(self, call: Call) -> None:
-        first = await _read(call)
-        if first is None or first.WhichOneof("kind") != "challenge":
-            raise MeshdError("the coordinator did not open with a challenge")
-        challenge = first.challenge
-        expected = self._identity.coordinator_public_key
-        if not secrets.compare_digest(challenge.coordinator_public_key, expected):
-            raise CoordinatorMismatch(
-                "the server's key differs from the coordinator this node linked with"
-            )
-        hello = mesh_pb2.Hello(
-            public_key=self._identity.public_key,
-            challenge_answer=answer_challenge(self._key, expected, challenge.nonce),
-            last_version=self._map.version,
-            endpoints=self._endpoints,
-            listen_port=self._listen_port,
-            meshd_version=__version__,
+    async def send_endpoints(self, endpoints: list[str]) -> bool:
+        """Report new underlay endpoints; False if the stream is not up."""
+        call = self._call
+        if call is None:
+            return False
+        update = mesh_pb2.EndpointUpdate(
+            endpoints=endpoints, listen_port=self._listen_port
         )
-        await self._write(call, mesh_pb2.NodeMessage(hello=hello))
+        await self._write(call, mesh_pb2.NodeMessage(endpoints=update))
+        return True
 
     async def _receive(self, call: Call) -> None:
         while True:
-            message = await _read(call)
+            message = await read_message(call)
             if message is None:
                 return
             kind = message.WhichOneof("kind")
             if kind == "full_map":
                 self._map.replace(message.full_map)
                 await self._on_map()
-                self.synced.set()
+                self._note_synced("full_map")
             elif kind == "delta":
                 await self._apply_delta(call, message.delta)
+                self._note_synced("resume")
             elif kind == "revoked":
                 raise NodeRevoked(
                     f"the coordinator revoked this node: {message.revoked.reason}"
@@ -119,6 +124,11 @@ class SyncSession:
                 raise ReconnectRequested(
                     message.reconnect.reason, message.reconnect.retry_within_ms
                 )
+
+    def _note_synced(self, kind: str) -> None:
+        if self.first_message is None:
+            self.first_message = kind
+        self.synced.set()
 
     async def _apply_delta(self, call: Call, delta: node_pb2.PeerDelta) -> None:
         try:
@@ -143,7 +153,46 @@ class SyncSession:
             await call.write(message)
 
 
-async def _read(call: Call) -> mesh_pb2.CoordinatorMessage | None:
+@dataclass(frozen=True)
+class Hello:
+    """What a hello says besides the proof of the key."""
+
+    last_version: int
+    endpoints: list[str]
+    listen_port: int
+
+
+async def handshake(
+    call: Call, identity: Identity, key: PrivateKey, hello: Hello
+) -> bytes:
+    """Read the challenge, check the server, send the hello; returns the nonce.
+
+    The hello names the public key of `key` (not node.json's copy of it),
+    so a node.json left behind by an interrupted rotation cannot make the
+    proof and the claimed key disagree.
+    """
+    first = await read_message(call)
+    if first is None or first.WhichOneof("kind") != "challenge":
+        raise MeshdError("the coordinator did not open with a challenge")
+    challenge = first.challenge
+    expected = identity.coordinator_public_key
+    if not secrets.compare_digest(challenge.coordinator_public_key, expected):
+        raise CoordinatorMismatch(
+            "the server's key differs from the coordinator this node linked with"
+        )
+    message = mesh_pb2.Hello(
+        public_key=encode_key(bytes(key.public_key)),
+        challenge_answer=answer_challenge(key, expected, challenge.nonce),
+        last_version=hello.last_version,
+        endpoints=hello.endpoints,
+        listen_port=hello.listen_port,
+        meshd_version=__version__,
+    )
+    await call.write(mesh_pb2.NodeMessage(hello=message))
+    return bytes(challenge.nonce)
+
+
+async def read_message(call: Call) -> mesh_pb2.CoordinatorMessage | None:
     """The next message, or None at the end of the stream."""
     message = await call.read()
     if message is grpc.aio.EOF:

@@ -1,9 +1,12 @@
 """The node's state directory: its private key, its identity, its last map.
 
     DIR/private.key   the X25519 private key, base64 like `wg genkey` (0600)
+    DIR/private.key.next  a key being rotated to (`meshd rotate-key`), kept
+                      until the coordinator confirmed it (0600)
     DIR/node.json     who the node is and where its coordinator is
     DIR/map.json      the last peer map applied, so the device can be set
                       up again without a coordinator
+    DIR/status.json   what `meshd up` is doing, for `meshd status` (0644)
     DIR/REVOKED       left when the coordinator revoked the node
 
 Files are written atomically (temporary file, fsync, rename), so a crash
@@ -18,7 +21,7 @@ import json
 import logging
 import os
 import stat
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,8 @@ from runmesh.wgkey import InvalidKey, decode_key, encode_key
 log = logging.getLogger(__name__)
 
 KEY_FILE = "private.key"
+NEXT_KEY_FILE = "private.key.next"
+STATUS_FILE = "status.json"
 IDENTITY_FILE = "node.json"
 MAP_FILE = "map.json"
 REVOKED_FILE = "REVOKED"
@@ -76,9 +81,12 @@ class StateDir:
         return key
 
     def load_key(self) -> PrivateKey:
-        path = self._file(KEY_FILE)
-        raw = self._read(KEY_FILE, missing="run `meshd link` first")
-        mode = self._stat(KEY_FILE).st_mode
+        return self._load_key_file(KEY_FILE)
+
+    def _load_key_file(self, name: str) -> PrivateKey:
+        path = self._file(name)
+        raw = self._read(name, missing="run `meshd link` first")
+        mode = self._stat(name).st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise StateError(
                 f"{path} is readable by others (mode {stat.S_IMODE(mode):o}); "
@@ -92,6 +100,84 @@ class StateDir:
                 f"{path}: the private key {reason}; restore it from a backup "
                 "or link the device again"
             ) from None
+
+    # ---- key rotation ----
+
+    def create_next_key(self) -> PrivateKey:
+        """A fresh key in private.key.next, written before the coordinator
+        hears of it, so a crash mid-rotation cannot lose the key it accepted."""
+        key = PrivateKey.generate()
+        self._write(NEXT_KEY_FILE, encode_key(bytes(key)) + "\n")
+        return key
+
+    def load_next_key(self) -> PrivateKey | None:
+        """The key of an unfinished rotation; None if there is none."""
+        if not os.path.lexists(self._file(NEXT_KEY_FILE)):
+            return None
+        return self._load_key_file(NEXT_KEY_FILE)
+
+    def discard_next_key(self) -> None:
+        self._file(NEXT_KEY_FILE).unlink(missing_ok=True)
+
+    def promote_next_key(self, key: PrivateKey) -> Identity:
+        """Make `key` (the one in private.key.next) the node's key.
+
+        The rename is atomic, and node.json is rewritten after it; a crash in
+        between leaves a node.json naming the old public key, which
+        `load_node` repairs from the key itself. Two processes finishing the
+        same rotation (`meshd up` and `meshd rotate-key`) both succeed.
+        """
+        try:
+            os.replace(self._file(NEXT_KEY_FILE), self._file(KEY_FILE))
+        except FileNotFoundError:
+            if self.load_key().public_key != key.public_key:
+                raise StateError(
+                    f"{self._file(NEXT_KEY_FILE)} vanished before it could be "
+                    "made the node's key"
+                ) from None
+        except OSError as exc:
+            raise StateError(
+                f"cannot rename {self._file(NEXT_KEY_FILE)}: {exc.strerror}"
+            ) from None
+        return self._repair_identity(self.load_identity(), key)
+
+    def load_node(self) -> tuple[Identity, PrivateKey]:
+        """The identity and key, with node.json's public key made to match
+        the key (the one step of a rotation a crash can leave undone)."""
+        identity = self.load_identity()
+        key = self.load_key()
+        return self._repair_identity(identity, key), key
+
+    def _repair_identity(self, identity: Identity, key: PrivateKey) -> Identity:
+        public_key = encode_key(bytes(key.public_key))
+        if identity.public_key == public_key:
+            return identity
+        log.warning(
+            "node.json names public key %s but private.key holds %s; "
+            "updating node.json (a finished key rotation)",
+            identity.public_key,
+            public_key,
+        )
+        repaired = replace(identity, public_key=public_key)
+        self.save_identity(repaired)
+        return repaired
+
+    # ---- status ----
+
+    def save_status(self, status: dict[str, Any]) -> None:
+        # Readable by all: it holds no secret, and `meshd status` should work
+        # for an operator without root.
+        self._write(STATUS_FILE, json.dumps(status, indent=2) + "\n", mode=0o644)
+
+    def load_status(self) -> dict[str, Any] | None:
+        """What the last `meshd up` wrote; None if absent or unreadable."""
+        if not os.path.lexists(self._file(STATUS_FILE)):
+            return None
+        try:
+            return self._read_json(STATUS_FILE, missing="")
+        except StateError as exc:
+            log.warning("ignoring %s", exc)
+            return None
 
     # ---- the identity ----
 
@@ -160,7 +246,7 @@ class StateDir:
     def mark_revoked(self, reason: str) -> None:
         """Forget the identity and key; leave a note saying why."""
         self._write(REVOKED_FILE, reason + "\n")
-        for name in (KEY_FILE, IDENTITY_FILE, MAP_FILE):
+        for name in (KEY_FILE, NEXT_KEY_FILE, IDENTITY_FILE, MAP_FILE):
             try:
                 self._file(name).unlink(missing_ok=True)
             except OSError as exc:
@@ -226,13 +312,16 @@ class StateDir:
             raise BrokenFile(f"{path} must hold a JSON object")
         return raw
 
-    def _write(self, name: str, text: str) -> None:
+    def _write(self, name: str, text: str, mode: int = 0o600) -> None:
         target = self._file(name)
-        temporary = target.with_name(f".{name}.tmp")
+        # One temporary name per process: `meshd up` and `meshd rotate-key`
+        # may finish the same rotation at once.
+        temporary = target.with_name(f".{name}.{os.getpid()}.tmp")
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
+                os.fchmod(fd, mode)
                 os.write(fd, text.encode())
                 os.fsync(fd)
             finally:

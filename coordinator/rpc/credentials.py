@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 import grpc
@@ -24,7 +25,8 @@ def api_key_of(context: Context) -> str | None:
 
 def peer_ip(context: Context) -> str | None:
     """The IP of the transport peer (``ipv4:1.2.3.4:5`` or ``ipv6:[::1]:5``)."""
-    family, _, rest = context.peer().partition(":")
+    # grpc percent-encodes the brackets of an IPv6 peer: ipv6:%5B::1%5D:5.
+    family, _, rest = urllib.parse.unquote(context.peer()).partition(":")
     if family not in ("ipv4", "ipv6"):
         return None
     host = rest.rpartition(":")[0]

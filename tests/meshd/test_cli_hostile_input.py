@@ -76,7 +76,7 @@ def test_a_bad_coordinator_address_is_a_usage_error(
         (["up", "--listen-port", "0"], "--listen-port"),
         (["up", "--listen-port", "port"], "--listen-port"),
         (["up", "--reconcile-interval", "0"], "--reconcile-interval"),
-        (["up", "--backend", "kernel"], "--backend"),
+        (["up", "--backend", "bogus"], "--backend"),
         (["--log-level", "loud", "status"], "--log-level"),
         (["status", "--no-such-flag"], "--no-such-flag"),
         (["no-such-command"], "no-such-command"),
