@@ -247,6 +247,26 @@ async def approve_link(
     return node
 
 
+async def record_expired_attempt(
+    session: AsyncSession, caller: Caller, code: str
+) -> None:
+    """Note, in the caller's org, that someone tried to approve an expired
+    code (the refused approval itself is rolled back)."""
+    request = await _find(session, normalise_code(code))
+    if request is None:
+        return
+    request.state = LinkState.EXPIRED
+    audit.record(
+        session,
+        org_id=caller.org_id,
+        actor=caller.actor,
+        action="device.link.expired",
+        target_type="linkRequest",
+        target_id=request.id,
+        attributes={"deviceLabel": request.device_label},
+    )
+
+
 async def _org_for_update(session: AsyncSession, org_id: str) -> Org:
     # FOR UPDATE serialises approvals of one org on PostgreSQL; SQLite's
     # BEGIN IMMEDIATE already holds the database write lock.

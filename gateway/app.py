@@ -25,6 +25,16 @@ from gateway.envelope import RequestIdMiddleware
 from gateway.limits import BodyLimitMiddleware
 from gateway.routes import activity, audit, links, nodes, operations, overview
 
+# Routes that take no API key; every other route needs one.
+_OPEN_ROUTES = frozenset(
+    {
+        "/v1/runmesh/devices/link/start",
+        "/v1/runmesh/devices/link/poll",
+        "/healthz",
+        "/readyz",
+    }
+)
+
 _ROUTERS = (
     links.router,
     overview.router,
@@ -88,9 +98,16 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             description=app.description,
             routes=app.routes,
         )
-        for path in schema.get("paths", {}).values():
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            "bearer": {"type": "http", "scheme": "bearer"},
+        }
+        for route, path in schema.get("paths", {}).items():
             for operation in path.values():
                 operation.get("responses", {}).pop("422", None)
+                if route not in _OPEN_ROUTES:
+                    # Either header carries the same key.
+                    operation["security"] = [{"apiKey": []}, {"bearer": []}]
         for unused in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(unused, None)
         app.openapi_schema = schema

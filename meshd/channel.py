@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 
 import grpc
 
@@ -18,8 +19,35 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
+@dataclass(frozen=True)
+class ChannelSecurity:
+    """How this process reaches its coordinator: plaintext, or TLS with the
+    system's roots or a private CA (``ca``), optionally checking another
+    name than the target's host (``server_name``)."""
+
+    tls: bool = False
+    ca: bytes | None = None
+    server_name: str | None = None
+
+
+# Set once by the command line before any channel opens; one process talks
+# to one coordinator deployment, so every channel uses the same security.
+_security = ChannelSecurity()
+
+
+def use_security(security: ChannelSecurity) -> None:
+    global _security
+    _security = security
+
+
 def open_channel(target: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    if not _security.tls:
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    options: list[tuple[str, int | str]] = list(CHANNEL_OPTIONS)
+    if _security.server_name:
+        options.append(("grpc.ssl_target_name_override", _security.server_name))
+    credentials = grpc.ssl_channel_credentials(root_certificates=_security.ca)
+    return grpc.aio.secure_channel(target, credentials, options=options)
 
 
 class InvalidTarget(ValueError):

@@ -16,7 +16,7 @@ import click
 from meshd import linking, rotation
 from meshd import status as node_status
 from meshd.backends import BACKEND_NAMES, make_backend
-from meshd.channel import InvalidTarget, check_target
+from meshd.channel import ChannelSecurity, InvalidTarget, check_target, use_security
 from meshd.daemon import Daemon, UpOptions
 from meshd.errors import MeshdError
 from meshd.state import StateDir
@@ -117,6 +117,70 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(work)
 
 
+def _set_security(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Collect the TLS options into the channel security, once all are read."""
+    ctx.meta.setdefault("runmesh_tls", {})[param.name] = value
+    given = ctx.meta["runmesh_tls"]
+    if len(given) == 3:
+        ca_path = given["ca"]
+        ca = None
+        if ca_path is not None:
+            try:
+                ca = Path(ca_path).read_bytes()
+            except OSError as exc:
+                message = f"cannot read {ca_path}: {exc.strerror}"
+                raise click.BadParameter(message) from None
+            if b"-----BEGIN CERTIFICATE-----" not in ca:
+                raise click.BadParameter(f"{ca_path} holds no PEM certificate")
+        use_security(
+            ChannelSecurity(
+                tls=bool(given["tls"] or ca is not None),
+                ca=ca,
+                server_name=given["server_name"],
+            )
+        )
+    return value
+
+
+def tls_options(command: F) -> F:
+    """--ca / --tls / --server-name: TLS to the coordinator."""
+    for option in reversed(
+        (
+            click.option(
+                "--ca",
+                envvar="RUNMESH_CA",
+                show_envvar=True,
+                type=click.Path(dir_okay=False),
+                default=None,
+                expose_value=False,
+                callback=_set_security,
+                help="PEM CA to trust for the coordinator's certificate (implies TLS).",
+            ),
+            click.option(
+                "--tls",
+                envvar="RUNMESH_TLS",
+                show_envvar=True,
+                is_flag=True,
+                expose_value=False,
+                callback=_set_security,
+                help="Reach the coordinator over TLS, trusting the system's roots.",
+            ),
+            click.option(
+                "--server-name",
+                envvar="RUNMESH_SERVER_NAME",
+                show_envvar=True,
+                default=None,
+                expose_value=False,
+                callback=_set_security,
+                help="Name to check in the coordinator's certificate "
+                "(default: the host of the address).",
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
 @click.group()
 @click.option(
     "--log-level",
@@ -136,6 +200,7 @@ def main(log_level: str) -> None:
 
 
 @main.command()
+@tls_options
 @click.option(
     "--coordinator",
     envvar="RUNMESH_COORDINATOR",
@@ -174,6 +239,7 @@ def link(coordinator: str, state_dir: Path, label: str | None) -> None:
 
 
 @main.command()
+@tls_options
 @STATE_DIR
 @interface_option("WireGuard interface name (unique on the host, 1-15 characters).")
 @BACKEND
@@ -324,6 +390,7 @@ def _interface_from_status(stream: dict[str, Any] | None) -> str:
 
 
 @main.command("rotate-key")
+@tls_options
 @STATE_DIR
 @click.option(
     "--coordinator",

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator import accounts, feeds, linking, metrics, nodeconfig, nodes
 from coordinator.accounts import Caller
-from coordinator.errors import CoordinatorError, RateLimited
+from coordinator.errors import CoordinatorError, Expired, RateLimited
 from coordinator.models import Node, Org
 from coordinator.rpc import convert
 from coordinator.rpc.boundary import Context, translate_errors
@@ -64,6 +64,13 @@ class AdminServicer:
         try:
             answer = await in_transaction(self._rt.sessions, work)
         except RateLimited:
+            raise
+        except Expired:
+            await limiter.approval_failed(caller.key_id, source)
+            await in_transaction(
+                self._rt.sessions,
+                lambda s: linking.record_expired_attempt(s, caller, request.code),
+            )
             raise
         except CoordinatorError:
             # Every refused approval counts, whatever the reason: a guess

@@ -131,3 +131,24 @@ async def test_the_probes_are_documented_under_operations(
         "$ref": "#/components/schemas/ErrorEnvelope"
     }
     assert "security" not in schema["paths"]["/healthz"]["get"]
+
+
+def test_every_route_that_needs_a_key_says_so_in_the_schema() -> None:
+    from gateway.app import create_app
+
+    schema = create_app("127.0.0.1:1").openapi()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert schemes["bearer"]["scheme"] == "bearer"
+    open_routes = {
+        "/v1/runmesh/devices/link/start",
+        "/v1/runmesh/devices/link/poll",
+        "/healthz",
+        "/readyz",
+    }
+    for route, path in schema["paths"].items():
+        for operation in path.values():
+            if route in open_routes:
+                assert "security" not in operation, route
+            else:
+                assert operation["security"] == [{"apiKey": []}, {"bearer": []}], route

@@ -937,9 +937,11 @@ def test_approving_an_expired_code_is_expired(expiring: PendingLink) -> None:
                 json={"code": code, "publicKey": expiring.public_key},
             )
         )
+        events = data_of(admin.get("/audit", params={"action": "device.link.expired"}))
 
     error_of(refused, 410, "expired")
     assert state["status"] == "expired" and state["node"] is None
+    assert len(events) == 1 and events[0]["actorType"] == "user"
 
 
 # ---- brute force (its own coordinator, default rate limits) ----

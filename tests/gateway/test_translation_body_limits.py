@@ -147,7 +147,11 @@ async def test_a_text_field_with_control_characters_is_refused_naming_the_field(
     response = await client.request(method, path, json=body)
 
     error = assert_error(response, 400, "invalid_request")
-    assert error["message"] == f"{field}: must not contain control characters"
+    if field == "publicKey":
+        # The key's own pattern (base64 of 32 bytes) refuses it first.
+        assert error["message"].startswith("publicKey: ")
+    else:
+        assert error["message"] == f"{field}: must not contain control characters"
     assert fake.calls == []
 
 

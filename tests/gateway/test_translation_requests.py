@@ -22,7 +22,7 @@ START = "/v1/runmesh/devices/link/start"
         ({"publicKey": 42}, "publicKey: input should be a valid string"),
         (
             {"publicKey": "k" * 101},
-            "publicKey: string should have at most 100 characters",
+            "publicKey: string should have at most 44 characters",
         ),
         (
             {"publicKey": KEY, "deviceLabel": "x" * 257},

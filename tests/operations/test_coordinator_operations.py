@@ -304,3 +304,58 @@ def test_reflection_lists_the_services_when_enabled(tmp_path: Path) -> None:
     finally:
         coordinator.stop()
     assert {"runmesh.v1.MeshService", "runmesh.v1.AdminService"} <= names
+
+
+def test_meshd_links_over_tls_with_the_ca_and_is_refused_with_another(
+    tmp_path: Path,
+) -> None:
+    pki = issue(tmp_path / "pki")
+    other = issue(tmp_path / "other", ca_name="Some other CA")
+    coordinator = start_coordinator(
+        tmp_path, extra=["--tls-cert", str(pki.cert), "--tls-key", str(pki.key)]
+    )
+    meshd = str(BIN / "meshd")
+    try:
+        linking = subprocess.Popen(
+            [
+                meshd,
+                "link",
+                "--ca",
+                str(pki.ca),
+                "--coordinator",
+                coordinator.target,
+                "--state-dir",
+                str(tmp_path / "good"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert linking.stdout is not None
+            first = linking.stdout.readline()
+            assert first.startswith("code: "), first
+        finally:
+            linking.kill()
+            linking.wait()
+
+        refused = subprocess.run(
+            [
+                meshd,
+                "link",
+                "--ca",
+                str(other.ca),
+                "--coordinator",
+                coordinator.target,
+                "--state-dir",
+                str(tmp_path / "bad"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode != 0
+        assert "cannot reach the coordinator" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    finally:
+        coordinator.stop()
