@@ -20,13 +20,14 @@ from meshd.channel import ChannelSecurity, InvalidTarget, check_target, use_secu
 from meshd.daemon import Daemon, UpOptions
 from meshd.errors import MeshdError
 from meshd.state import StateDir
-from meshd.wireguard.backend import WireGuardBackend, WireGuardError
-from meshd.wireguard.kernel import KernelBackend
-from meshd.wireguard.userspace import (
-    DEFAULT_LOG_DIR,
+from meshd.wireguard.backend import (
     InvalidInterfaceName,
+    WireGuardBackend,
+    WireGuardError,
     check_interface_name,
 )
+from meshd.wireguard.kernel import KernelBackend
+from meshd.wireguard.userspace import DEFAULT_LOG_DIR
 from runmesh.v1 import mesh_pb2
 
 T = TypeVar("T")

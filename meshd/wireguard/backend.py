@@ -52,3 +52,45 @@ class WireGuardBackend(Protocol):
     async def close(self) -> None:
         """Stop managing the device and leave it running as it is."""
         ...
+
+
+class NamedDevice:
+    """The interface name both backends manage, set by start() or adopt()."""
+
+    _interface: str | None = None
+
+    @property
+    def interface(self) -> str:
+        if self._interface is None:
+            raise WireGuardError("the backend has not been started")
+        return self._interface
+
+    def adopt(self, interface: str) -> None:
+        """Name the device to manage without creating or changing it
+        (for `meshd down`, which only removes what is there)."""
+        check_interface_name(interface)
+        self._interface = interface
+
+
+IFNAMSIZ = 16  # including the terminating NUL
+
+
+class InvalidInterfaceName(ValueError):
+    """A name Linux would refuse for a link, or unsafe as a socket path."""
+
+
+def check_interface_name(name: str) -> None:
+    """InvalidInterfaceName unless Linux would accept `name` for a link.
+
+    The name also becomes a path (/var/run/wireguard/NAME.sock), which is
+    why '/', '.' and '..' matter beyond the kernel's own rules.
+    """
+    if not 0 < len(name) < IFNAMSIZ:
+        raise InvalidInterfaceName(
+            f"interface name {name!r} must be 1 to {IFNAMSIZ - 1} characters"
+        )
+    if name in (".", "..") or any(c in "/:" or c.isspace() for c in name):
+        raise InvalidInterfaceName(
+            f"interface name {name!r} may not be '.' or '..' nor contain "
+            "'/', ':' or whitespace"
+        )

@@ -42,7 +42,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from runmesh.wgkey import InvalidKey, decode_key
 
-from .backend import WireGuardError
+from .backend import NamedDevice, WireGuardError, check_interface_name
 from .device import (
     AddPeer,
     DeviceState,
@@ -54,7 +54,6 @@ from .device import (
     UpdatePeer,
 )
 from .netconf import NetworkInterface
-from .userspace import check_interface_name
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +271,7 @@ def _allowed_ip_text(allowed_ip: dict[str, Any]) -> str:
     return cast(str, allowed_ip["addr"])
 
 
-class KernelBackend:
+class KernelBackend(NamedDevice):
     """A WireGuardBackend over the kernel's WireGuard.
 
     `netns` keeps the link in a named network namespace (tests, and hosts
@@ -284,18 +283,6 @@ class KernelBackend:
     def __init__(self, *, netns: str | None = None) -> None:
         self.netns = netns
         self._interface: str | None = None
-
-    @property
-    def interface(self) -> str:
-        if self._interface is None:
-            raise WireGuardError("the backend has not been started")
-        return self._interface
-
-    def adopt(self, interface: str) -> None:
-        """Name the device to manage without creating or changing it
-        (for `meshd down`, which only removes what is there)."""
-        check_interface_name(interface)
-        self._interface = interface
 
     async def start(self, interface: str, addresses: list[str], mtu: int) -> None:
         check_interface_name(interface)

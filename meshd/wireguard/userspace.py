@@ -25,14 +25,13 @@ import stat
 import time
 from pathlib import Path
 
-from .backend import WireGuardError
+from .backend import NamedDevice, WireGuardError, check_interface_name
 from .device import DeviceState, Operation
 from .netconf import NetworkInterface
 from .uapi import UapiClient, UapiError, socket_path_for
 
 logger = logging.getLogger(__name__)
 
-IFNAMSIZ = 16  # including the terminating NUL
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 LOG_TAIL_BYTES = 2000
@@ -43,11 +42,7 @@ class WireGuardGoError(WireGuardError):
     """wireguard-go could not be started or stopped."""
 
 
-class InvalidInterfaceName(ValueError):
-    """A name Linux would refuse for a link, or unsafe as a socket path."""
-
-
-class UserspaceBackend:
+class UserspaceBackend(NamedDevice):
     """A WireGuardBackend over wireguard-go.
 
     `netns` runs wireguard-go and the address changes in a named network
@@ -77,21 +72,9 @@ class UserspaceBackend:
         self._pid: int | None = None  # set only for a process we spawned
 
     @property
-    def interface(self) -> str:
-        if self._interface is None:
-            raise WireGuardError("the backend has not been started")
-        return self._interface
-
-    @property
     def pid(self) -> int | None:
         """The wireguard-go this backend spawned; None when it attached."""
         return self._pid
-
-    def adopt(self, interface: str) -> None:
-        """Name the device to manage without starting or changing it
-        (for `meshd down`, which only removes what is there)."""
-        check_interface_name(interface)
-        self._interface = interface
 
     async def start(self, interface: str, addresses: list[str], mtu: int) -> None:
         check_interface_name(interface)
@@ -253,23 +236,6 @@ class UserspaceBackend:
                     return
                 await asyncio.sleep(0.05)
         raise WireGuardGoError(f"wireguard-go pid {pid} survived SIGKILL")
-
-
-def check_interface_name(name: str) -> None:
-    """InvalidInterfaceName unless Linux would accept `name` for a link.
-
-    The name also becomes a path (/var/run/wireguard/NAME.sock), which is
-    why '/', '.' and '..' matter beyond the kernel's own rules.
-    """
-    if not 0 < len(name) < IFNAMSIZ:
-        raise InvalidInterfaceName(
-            f"interface name {name!r} must be 1 to {IFNAMSIZ - 1} characters"
-        )
-    if name in (".", "..") or any(c in "/:" or c.isspace() for c in name):
-        raise InvalidInterfaceName(
-            f"interface name {name!r} may not be '.' or '..' nor contain "
-            "'/', ':' or whitespace"
-        )
 
 
 def _check_log_dir(directory: Path) -> None:
