@@ -15,8 +15,11 @@ from support.processes import (
 )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def anyio_backend() -> str:
+    # One event loop for the whole run: grpc.aio ties its completion queue
+    # to the loop it first ran on, and a later test's loop then receives
+    # callbacks meant for a closed one ("Event loop is closed").
     return "asyncio"
 
 

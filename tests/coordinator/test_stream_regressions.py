@@ -168,7 +168,9 @@ async def test_the_version_never_goes_backwards_across_a_coordinator_restart(
         before = (await org.quiet()).version
         earlier = a.sent_versions() + b.sent_versions()
 
-        service.stop(signal.SIGTERM)
+        # In a thread: the event loop must keep reading the streams, or the
+        # coordinator's shutdown waits on Reconnects nobody takes.
+        await asyncio.to_thread(service.stop, signal.SIGTERM)
         for node in (a, b):
             end = await node.wait_ended()
             assert end.code != grpc.StatusCode.PERMISSION_DENIED

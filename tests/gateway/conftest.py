@@ -17,11 +17,6 @@ from runmesh.v1 import admin_pb2_grpc, mesh_pb2_grpc
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def fake() -> AsyncIterator[FakeCoordinator]:
     coordinator = FakeCoordinator()
     server = grpc.aio.server()

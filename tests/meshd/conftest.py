@@ -28,11 +28,6 @@ from support.prerequisites import require
 from meshd.wireguard.uapi import socket_path_for
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _require_namespaces() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to create network namespaces and TUN devices")
