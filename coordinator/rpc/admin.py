@@ -66,6 +66,7 @@ class AdminServicer:
         except RateLimited:
             raise
         except Expired:
+            log.info("link expired org_id=%s (approved too late)", caller.org_id)
             await limiter.approval_failed(caller.key_id, source)
             await in_transaction(
                 self._rt.sessions,

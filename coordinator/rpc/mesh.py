@@ -103,6 +103,8 @@ class MeshServicer:
         self, session: AsyncSession, link: LinkRequest
     ) -> mesh_pb2.PollLinkResponse:
         metrics.LINK_REQUESTS.labels("poll", str(link.state)).inc()
+        if link.state == LinkState.EXPIRED:
+            log.info("link expired link_id=%s", link.id)
         answer = mesh_pb2.PollLinkResponse(
             status=_LINK_STATUS[LinkState(link.state)],
             expires_at=timestamp(link.expires_at),
