@@ -10,7 +10,7 @@ from typing import Any
 import click
 import pytest
 from click.testing import CliRunner
-from throwaway_pki import ThrowawayCa
+from support.pki import ThrowawayCa
 
 from gateway import cli
 from gateway.coordinator import PLAINTEXT, ChannelSecurity

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from gateway_fakes import assert_error
 from gateway_processes import Gateway, start_gateway, trusting
+from support.pki import ThrowawayCa
 from support.processes import BIN, Coordinator, create_key, free_port, start_coordinator
-from throwaway_pki import ThrowawayCa
 
 # Nothing listens here: the probes and the listener do not need a coordinator.
 NO_COORDINATOR = "127.0.0.1:9"
