@@ -12,7 +12,6 @@ committed before its RPC answers, and the change log is in the database.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import signal
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from coordinator import housekeeping, schema
 from coordinator.rpc import mesh
 from coordinator.rpc.admin import AdminServicer
 from coordinator.runtime import Runtime
+from runmesh.hosts import is_loopback
 from runmesh.v1 import admin_pb2, admin_pb2_grpc, mesh_pb2
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class Listener:
         if (
             self.tls_cert is None
             and not self.insecure
-            and not is_loopback(self.address)
+            and not is_loopback(self.address.rpartition(":")[0])
         ):
             raise ListenError(
                 f"refusing to serve plaintext gRPC on {self.address}: node keys "
@@ -88,16 +88,6 @@ class Listener:
         except OSError as exc:
             raise ListenError(f"cannot read the TLS files: {exc}") from None
         return grpc.ssl_server_credentials([(key, chain)])
-
-
-def is_loopback(address: str) -> bool:
-    host = address.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def build_server(

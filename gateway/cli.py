@@ -18,8 +18,9 @@ import uvicorn
 from gateway import metrics
 from gateway.app import create_app
 from gateway.coordinator import DEFAULT_DEADLINE_SECONDS, ChannelSecurity
-from gateway.listener import Listener, ListenError, is_loopback
+from gateway.listener import Listener, ListenError
 from runmesh import logs
+from runmesh.hosts import is_loopback
 
 log = logging.getLogger(__name__)
 

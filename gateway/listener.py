@@ -9,10 +9,11 @@ deployment where something else (a TLS-terminating proxy, a VPN) encrypts.
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+
+from runmesh.hosts import is_loopback
 
 
 class ListenError(Exception):
@@ -59,13 +60,3 @@ class Listener:
             context.load_cert_chain(self.tls_cert, self.tls_key, password=b"")
         except (OSError, ssl.SSLError) as exc:
             raise ListenError(f"cannot use the TLS files: {exc}") from None
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address, IPv6 without brackets) is local."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
