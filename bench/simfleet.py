@@ -35,9 +35,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from nacl.public import PrivateKey
@@ -47,6 +47,8 @@ from meshd.channel import CHANNEL_OPTIONS
 from meshd.peermap import PeerMapCopy, VersionGap
 from runmesh.challenge import answer_challenge
 from runmesh.v1 import admin_pb2, admin_pb2_grpc, mesh_pb2, mesh_pb2_grpc, node_pb2
+
+T = TypeVar("T")
 
 BIN = Path(sys.executable).parent
 SYNC_METHOD = "/runmesh.v1.MeshService/Sync"
@@ -418,6 +420,38 @@ class LightCopy(PeerMapCopy):
 
 
 @dataclasses.dataclass(eq=False)
+class _Linking:
+    """A node on its way in: started, maybe approved, not yet polled."""
+
+    name: str
+    private_key: bytes
+    public_key: str
+    code: str
+    approved: bool = False
+
+
+@dataclasses.dataclass
+class Creation:
+    """What Fleet.create did, phase by phase."""
+
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    done: dict[str, int] = dataclasses.field(default_factory=dict)
+    errors: Counter[str] = dataclasses.field(default_factory=Counter)
+
+    @property
+    def created(self) -> int:
+        return self.done.get("poll_links", 0)
+
+    @property
+    def approvals_per_s(self) -> float:
+        return self.done["approve_links"] / self.seconds["approve_links"]
+
+    @property
+    def flows_per_s(self) -> float:
+        return self.created / sum(self.seconds.values())
+
+
+@dataclasses.dataclass(eq=False)
 class SimNode:
     ident: Identity
     copy: PeerMapCopy
@@ -451,6 +485,7 @@ class Worker:
         self.verify: int = config["verify"]
         self.channels = [open_channel(self.target) for _ in range(config["channels"])]
         self.nodes: list[SimNode] = []
+        self.linking: list[_Linking] = []
         self.watch_key = ""
         self.floor_times: list[float] = []
         self.floor_calls: list[Any] = []
@@ -479,39 +514,103 @@ class Worker:
 
     # ---- creating nodes ----
 
-    async def cmd_create(
+    async def cmd_start_links(
         self, count: int, concurrency: int, prefix: str
     ) -> dict[str, Any]:
-        mesh = [mesh_pb2_grpc.MeshServiceStub(c) for c in self.channels]
-        admin = [admin_pb2_grpc.AdminServiceStub(c) for c in self.channels]
-        todo = iter(range(count))
+        """Phase 1 of creating nodes: a key and a StartLink for each."""
+
+        async def start(lane: int, i: int) -> None:
+            name = f"{prefix}w{self.index}n{i}"
+            private = PrivateKey.generate()
+            public = _b64(bytes(private.public_key))
+            started = await self._mesh(lane).StartLink(
+                mesh_pb2.StartLinkRequest(
+                    public_key=public,
+                    device_label=name,
+                    os="linux",
+                    app_version="bench",
+                    hostname=name,
+                ),
+                timeout=60,
+            )
+            self.linking.append(_Linking(name, bytes(private), public, started.code))
+
+        self.linking = []
+        return await self._in_lanes(range(count), concurrency, start)
+
+    async def cmd_approve_links(self, concurrency: int) -> dict[str, Any]:
+        """Phase 2: ApproveLink for every started link, as a member would."""
+
+        async def approve(lane: int, link: _Linking) -> None:
+            await self._admin(lane).ApproveLink(
+                admin_pb2.ApproveLinkRequest(code=link.code, name=link.name),
+                metadata=admin_metadata(self.admin_key),
+                timeout=60,
+            )
+            link.approved = True
+
+        return await self._in_lanes(list(self.linking), concurrency, approve)
+
+    async def cmd_poll_links(self, concurrency: int) -> dict[str, Any]:
+        """Phase 3: the device's PollLink, which hands it its node."""
+
+        async def poll(lane: int, link: _Linking) -> None:
+            polled = await self._mesh(lane).PollLink(
+                mesh_pb2.PollLinkRequest(code=link.code, public_key=link.public_key),
+                timeout=60,
+            )
+            if polled.status != mesh_pb2.LINK_STATUS_APPROVED:
+                raise RuntimeError(f"link of {link.name} is not approved")
+            self._add_node(
+                Identity(
+                    polled.node.id,
+                    link.name,
+                    link.public_key,
+                    link.private_key,
+                    polled.coordinator.public_key,
+                )
+            )
+
+        approved = [link for link in self.linking if link.approved]
+        reply = await self._in_lanes(approved, concurrency, poll)
+        self.linking = []
+        return reply
+
+    def _mesh(self, lane: int) -> Any:
+        return mesh_pb2_grpc.MeshServiceStub(self.channels[lane % len(self.channels)])
+
+    def _admin(self, lane: int) -> Any:
+        return admin_pb2_grpc.AdminServiceStub(self.channels[lane % len(self.channels)])
+
+    async def _in_lanes(
+        self,
+        items: Iterable[T],
+        concurrency: int,
+        step: Callable[[int, T], Awaitable[None]],
+    ) -> dict[str, Any]:
+        """``step`` for every item, ``concurrency`` at a time, 3 tries each."""
+        todo = iter(items)
         errors: Counter[str] = Counter()
+        done = 0
         started = time.perf_counter()
 
         async def one_lane(lane: int) -> None:
-            for i in todo:
-                name = f"{prefix}w{self.index}n{i}"
+            nonlocal done
+            for item in todo:
                 for _attempt in range(3):
                     try:
-                        ident = await link_node(
-                            mesh[lane % len(mesh)],
-                            admin[lane % len(admin)],
-                            self.admin_key,
-                            name,
-                        )
+                        await step(lane, item)
+                        done += 1
                         break
                     except grpc.aio.AioRpcError as exc:
                         errors[exc.code().name] += 1
                         await asyncio.sleep(0.2)
-                else:
-                    continue
-                self._add_node(ident)
 
         await asyncio.wait_for(
             asyncio.gather(*(one_lane(k) for k in range(concurrency))), 3600
         )
         return {
-            "created": len(self.nodes),
+            "done": done,
             "seconds": time.perf_counter() - started,
             "errors": dict(errors),
         }
@@ -857,19 +956,26 @@ class Fleet:
         k = len(self.conns)
         return [total // k + (1 if i < total % k else 0) for i in range(k)]
 
-    def create(
-        self, total: int, concurrency: int, prefix: str
-    ) -> tuple[int, float, dict[str, int]]:
+    def create(self, total: int, concurrency: int, prefix: str) -> Creation:
+        """N nodes through the real link flow, in three timed phases (all
+        StartLinks, then all ApproveLinks, then all PollLinks), so the
+        approvals' own rate is measured apart from the rest of the flow."""
         lanes = max(1, concurrency // len(self.conns))
-        started = time.perf_counter()
-        replies = self.call(
-            "create", [(n, lanes, prefix) for n in self.split(total)], timeout=3600
-        )
-        seconds = time.perf_counter() - started
-        errors: Counter[str] = Counter()
-        for r in replies:
-            errors.update(r["errors"])
-        return sum(r["created"] for r in replies), seconds, dict(errors)
+        creation = Creation()
+        phases = [
+            ("start_links", [(n, lanes, prefix) for n in self.split(total)]),
+            ("approve_links", [(lanes,)] * len(self.conns)),
+            ("poll_links", [(lanes,)] * len(self.conns)),
+        ]
+        for command, per_worker in phases:
+            started = time.perf_counter()
+            replies = self.call(command, per_worker, timeout=3600)
+            seconds = time.perf_counter() - started
+            creation.seconds[command] = seconds
+            creation.done[command] = sum(r["done"] for r in replies)
+            for r in replies:
+                creation.errors.update(r["errors"])
+        return creation
 
     def save(self, coordinator: Coordinator, directory: Path) -> None:
         """Keep the database and the node keys for a later run (``--from-fleet``).
@@ -1026,10 +1132,13 @@ def setup(
     from bench.report import note
 
     note(f"creating {args.nodes} nodes ...")
-    created, seconds, errors = fleet.create(args.nodes, args.create_concurrency, "n")
-    rate = created / seconds
-    note(f"created {created} in {seconds:.1f}s ({rate:.1f}/s) errors={errors}")
-    return coordinator, fleet, created, created / seconds
+    made = fleet.create(args.nodes, args.create_concurrency, "n")
+    phases = " ".join(f"{k}={v:.1f}s" for k, v in made.seconds.items())
+    note(
+        f"created {made.created} ({phases}): {made.approvals_per_s:.0f} approvals/s, "
+        f"{made.flows_per_s:.0f} whole link flows/s; errors={dict(made.errors)}"
+    )
+    return coordinator, fleet, made.created, made.approvals_per_s
 
 
 def finish(args: Any, coordinator: Coordinator, fleet: Fleet) -> None:

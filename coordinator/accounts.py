@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from coordinator import audit, ipam
 from coordinator.errors import (
@@ -85,8 +85,8 @@ def operator(org_id: str) -> Caller:
     )
 
 
-async def find_org(session: AsyncSession, name_or_id: str) -> Org:
-    org = await session.scalar(
+def find_org(session: Session, name_or_id: str) -> Org:
+    org = session.scalar(
         select(Org).where((Org.name == name_or_id) | (Org.id == name_or_id))
     )
     if org is None:
@@ -94,23 +94,23 @@ async def find_org(session: AsyncSession, name_or_id: str) -> Org:
     return org
 
 
-async def list_orgs(session: AsyncSession) -> Sequence[Org]:
-    return (await session.scalars(select(Org).order_by(Org.created_at))).all()
+def list_orgs(session: Session) -> Sequence[Org]:
+    return (session.scalars(select(Org).order_by(Org.created_at))).all()
 
 
-async def list_users(session: AsyncSession, org: Org) -> Sequence[User]:
+def list_users(session: Session, org: Org) -> Sequence[User]:
     query = select(User).where(User.org_id == org.id).order_by(User.created_at)
-    return (await session.scalars(query)).all()
+    return (session.scalars(query)).all()
 
 
-async def list_keys(session: AsyncSession, org: Org) -> Sequence[ApiKey]:
+def list_keys(session: Session, org: Org) -> Sequence[ApiKey]:
     query = select(ApiKey).where(ApiKey.org_id == org.id).order_by(ApiKey.created_at)
-    return (await session.scalars(query)).unique().all()
+    return (session.scalars(query)).unique().all()
 
 
-async def revoke_key(session: AsyncSession, key_id: str) -> ApiKey:
+def revoke_key(session: Session, key_id: str) -> ApiKey:
     """Revoke an API key; it fails authentication from the next request on."""
-    row = await session.get(ApiKey, key_id)
+    row = session.get(ApiKey, key_id)
     if row is None:
         raise NotFound(f"no API key {key_id[:64]!r}")
     if row.revoked_at is None:
@@ -130,35 +130,33 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-async def ensure_org(
-    session: AsyncSession, name: str, ipv4_prefix_length: int = 16
-) -> Org:
+def ensure_org(session: Session, name: str, ipv4_prefix_length: int = 16) -> Org:
     if not _ORG_NAME.fullmatch(name):
         raise InvalidArgument(
             "org name: 1-128 characters, letters, digits, space, '.', '_', '-'"
         )
-    org = await session.scalar(select(Org).where(Org.name == name))
+    org = session.scalar(select(Org).where(Org.name == name))
     if org is not None:
         return org
     org = Org(
         id=new_id("org"),
         name=name,
-        ipv4_prefix=await ipam.choose_ipv4_prefix(session, ipv4_prefix_length),
+        ipv4_prefix=ipam.choose_ipv4_prefix(session, ipv4_prefix_length),
         ipv6_prefix=ipam.random_ula_prefix(),
         mesh_version=0,
         next_host_index=1,
         created_at=utcnow(),
     )
     session.add(org)
-    await session.flush()
+    session.flush()
     return org
 
 
-async def ensure_user(session: AsyncSession, org: Org, email: str, role: Role) -> User:
+def ensure_user(session: Session, org: Org, email: str, role: Role) -> User:
     if not _EMAIL.fullmatch(email):
         raise InvalidArgument(f"not an email address: {email!r}")
     email = email.lower()
-    user = await session.scalar(
+    user = session.scalar(
         select(User).where(User.org_id == org.id, User.email == email)
     )
     if user is not None:
@@ -167,7 +165,7 @@ async def ensure_user(session: AsyncSession, org: Org, email: str, role: Role) -
         id=new_id("user"), org_id=org.id, email=email, role=role, created_at=utcnow()
     )
     session.add(user)
-    await session.flush()
+    session.flush()
     return user
 
 
@@ -183,8 +181,8 @@ def parse_scopes(text: str) -> tuple[str, ...]:
     return scopes
 
 
-async def create_api_key(
-    session: AsyncSession, user: User, role: Role, scopes: tuple[str, ...]
+def create_api_key(
+    session: Session, user: User, role: Role, scopes: tuple[str, ...]
 ) -> tuple[ApiKey, str]:
     """A new key for ``user``; returns the row and the key, shown only now."""
     if role == Role.ADMIN and user.role != Role.ADMIN:
@@ -210,20 +208,20 @@ async def create_api_key(
         target_id=row.id,
         attributes={"userId": user.id, "role": str(role), "scopes": list(scopes)},
     )
-    await session.flush()
+    session.flush()
     return row, key
 
 
-async def count_keys(session: AsyncSession) -> int:
-    return int(await session.scalar(select(func.count()).select_from(ApiKey)) or 0)
+def count_keys(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(ApiKey)) or 0)
 
 
-async def authenticate(session: AsyncSession, key: str | None) -> Caller:
+def authenticate(session: Session, key: str | None) -> Caller:
     if not key:
         raise Unauthenticated("an API key is required (X-API-Key or Bearer)")
     if not key.startswith(KEY_PREFIX) or len(key) > 128:
         raise Unauthenticated("the API key is not valid")
-    row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
     if row is None or row.revoked_at is not None:
         raise Unauthenticated("the API key is not valid")
     return Caller(

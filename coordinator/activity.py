@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from coordinator.ids import new_id, utcnow
 from coordinator.models import DeviceActivity, Node
@@ -40,7 +40,7 @@ def node_status(node: Node) -> str:
 
 
 def record(
-    session: AsyncSession,
+    session: Session,
     node: Node,
     event: EventType,
     summary: str,

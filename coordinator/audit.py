@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from coordinator.ids import new_id, utcnow
 from coordinator.models import AuditEvent
@@ -23,7 +23,7 @@ SYSTEM = Actor("system", "coordinator")
 
 
 def record(
-    session: AsyncSession,
+    session: Session,
     *,
     org_id: str,
     actor: Actor,

@@ -11,7 +11,7 @@ versions it missed.
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from coordinator import peermap
 from coordinator.changes import Change, ChangeOp
@@ -21,7 +21,7 @@ from runmesh.v1 import node_pb2
 
 
 def record_change(
-    session: AsyncSession,
+    session: Session,
     org: Org,
     op: ChangeOp,
     node: Node,
@@ -49,10 +49,10 @@ def record_change(
     return org.mesh_version
 
 
-async def changes_since(
-    session: AsyncSession, org_id: str, after_version: int, limit: int = 10_000
+def changes_since(
+    session: Session, org_id: str, after_version: int, limit: int = 10_000
 ) -> list[Change]:
-    rows = await session.scalars(
+    rows = session.scalars(
         select(MeshChange)
         .where(MeshChange.org_id == org_id, MeshChange.version > after_version)
         .order_by(MeshChange.version)

@@ -304,7 +304,7 @@ def serve(
 
     async def go() -> None:
         prepare_sqlite_dir(db_url)
-        is_sqlite = db.is_sqlite(db.async_url(db_url))
+        is_sqlite = db.is_sqlite(db.driver_url(db_url))
         try:
             runtime = await open_runtime(db_url, settings, migrate=is_sqlite)
         except RuntimeError as exc:

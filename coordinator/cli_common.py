@@ -7,14 +7,15 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import alembic.util.exc
 import click
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
 
 from coordinator import db, schema
 from coordinator.errors import CoordinatorError
@@ -41,7 +42,7 @@ def fail(message: str) -> NoReturn:
 
 
 def prepare_sqlite_dir(db_url: str) -> None:
-    url = db.async_url(db_url)
+    url = db.driver_url(db_url)
     if db.is_sqlite(url) and url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
 
@@ -66,26 +67,26 @@ def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         fail(f"unexpected error ({type(exc).__name__}): {str(exc)[:300]}")
 
 
-async def require_schema(engine: AsyncEngine, db_url: str) -> None:
-    if db.is_sqlite(db.async_url(db_url)):
+async def require_schema(engine: Engine, db_url: str) -> None:
+    if db.is_sqlite(db.driver_url(db_url)):
         await schema.upgrade(engine)
     elif not await schema.is_current(engine):
         raise CoordinatorError("the database schema is not current; run migrate")
 
 
 def in_database(
-    db_url: str, work: Callable[[AsyncSession], Awaitable[T]]
+    db_url: str, work: Callable[[Session], T]
 ) -> Callable[[], Coroutine[Any, Any, T]]:
     """One unit of work against the database at ``db_url``, for ``run``."""
 
     async def go() -> T:
         prepare_sqlite_dir(db_url)
-        engine = db.create_engine(db_url)
+        database = db.open_database(db_url)
         try:
-            await require_schema(engine, db_url)
-            return await in_transaction(db.session_factory(engine), work)
+            await require_schema(database.engine, db_url)
+            return await in_transaction(database, work)
         finally:
-            await engine.dispose()
+            await database.close()
 
     return go
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from sqlalchemy import and_, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
 from coordinator.accounts import Caller
@@ -36,8 +36,8 @@ class Window:
             raise InvalidArgument("since must not be after until")
 
 
-async def audit_events(
-    session: AsyncSession,
+def audit_events(
+    session: Session,
     caller: Caller,
     cursors: Cursors,
     *,
@@ -53,13 +53,13 @@ async def audit_events(
     if action:
         query = query.where(AuditEvent.action == action)
     scope = f"audit:{caller.org_id}:{action}:{window!r}"
-    return await _newest_first(
+    return _newest_first(
         session, cursors, scope, AuditEvent, query, limit, cursor, window
     )
 
 
-async def device_activity(
-    session: AsyncSession,
+def device_activity(
+    session: Session,
     caller: Caller,
     cursors: Cursors,
     *,
@@ -73,13 +73,13 @@ async def device_activity(
         DeviceActivity.org_id == caller.org_id, DeviceActivity.node_id == node_id
     )
     scope = f"activity:{caller.org_id}:{node_id}:{window!r}"
-    return await _newest_first(
+    return _newest_first(
         session, cursors, scope, DeviceActivity, query, limit, cursor, window
     )
 
 
-async def _newest_first(
-    session: AsyncSession,
+def _newest_first(
+    session: Session,
     cursors: Cursors,
     scope: str,
     model: type[Row],
@@ -103,7 +103,7 @@ async def _newest_first(
             )
         )
     query = query.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)
-    rows = (await session.scalars(query)).all()
+    rows = (session.scalars(query)).all()
     has_more = len(rows) > limit
     page = list(rows[:limit])
     next_cursor = (

@@ -13,28 +13,26 @@ import datetime as dt
 import logging
 
 from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from coordinator.ids import utcnow
 from coordinator.models import LinkRequest, LinkState, MeshChange
-from coordinator.store import in_transaction
+from coordinator.store import Database, in_transaction
 
 log = logging.getLogger(__name__)
 
 STALE_LINK_AGE = dt.timedelta(days=1)
 
 
-async def sweep(
-    sessions: async_sessionmaker[AsyncSession], change_retention: dt.timedelta
-) -> tuple[int, int]:
+async def sweep(sessions: Database, change_retention: dt.timedelta) -> tuple[int, int]:
     """Delete what is past keeping; returns (changes, link requests) deleted."""
     now = utcnow()
 
-    async def work(session: AsyncSession) -> tuple[int, int]:
-        changes = await session.execute(
+    def work(session: Session) -> tuple[int, int]:
+        changes = session.execute(
             delete(MeshChange).where(MeshChange.created_at < now - change_retention)
         )
-        links = await session.execute(
+        links = session.execute(
             delete(LinkRequest).where(
                 LinkRequest.state != LinkState.APPROVED,
                 LinkRequest.expires_at < now - STALE_LINK_AGE,
@@ -46,7 +44,7 @@ async def sweep(
 
 
 async def sweep_forever(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: Database,
     change_retention: dt.timedelta,
     every: float = 600.0,
 ) -> None:

@@ -34,11 +34,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from coordinator import changelog, metrics, peermap
 from coordinator.changes import Change, ChangeOp
 from coordinator.models import Org
+from coordinator.store import Database, read
 from runmesh.v1 import mesh_pb2, node_pb2
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ class OrgFeed:
     def __init__(
         self,
         org_id: str,
-        readers: async_sessionmaker[AsyncSession],
+        readers: Database,
         coalescing: Coalescing,
         on_broadcast: Callable[[Broadcast, int], None] | None = None,
     ) -> None:
@@ -168,15 +169,18 @@ class OrgFeed:
 
     async def start(self) -> None:
         """Load the org's peer list and version in one consistent read."""
-        async with self._readers() as session, session.begin():
-            org = await session.get(Org, self.org_id)
+
+        def load(session: Session) -> None:
+            org = session.get(Org, self.org_id)
             if org is None:
                 raise LookupError(f"no org {self.org_id}")
-            nodes = await peermap.active_nodes(session, org.id)
+            nodes = peermap.active_nodes(session, org.id)
             self.version = org.mesh_version
             self._peers = {n.public_key: peermap.peer_of(n) for n in nodes}
             self._self_configs = {n.public_key: peermap.self_of(n, org) for n in nodes}
             self._prefixes = peermap.prefix_lengths(org)
+
+        await read(self._readers, load)
         self._task = asyncio.create_task(self._run(), name=f"feed-{self.org_id}")
 
     def wake(self) -> None:
@@ -256,10 +260,13 @@ class OrgFeed:
                 return  # quiet: deliver what there is
 
     async def _deliver_new_changes(self) -> None:
-        async with self._readers() as session:
-            changes = tuple(
-                await changelog.changes_since(session, self.org_id, self.version)
+        since = self.version
+        changes = tuple(
+            await read(
+                self._readers,
+                lambda session: changelog.changes_since(session, self.org_id, since),
             )
+        )
         if not changes:
             return
         self._delivered_at = time.monotonic()
@@ -303,7 +310,7 @@ class OrgFeed:
 class Hub:
     def __init__(
         self,
-        readers: async_sessionmaker[AsyncSession],
+        readers: Database,
         coalescing: Coalescing | None = None,
         on_broadcast: Callable[[Broadcast, int], None] | None = None,
         queue_limit: int = QUEUE_LIMIT,

@@ -18,7 +18,7 @@ import ipaddress
 import secrets
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from coordinator.errors import InvalidArgument, ResourceExhausted
 from coordinator.ids import utcnow
@@ -29,13 +29,13 @@ ULA_RANGE = ipaddress.IPv6Network("fd00::/8")
 DEFAULT_QUARANTINE = dt.timedelta(hours=24)
 
 
-async def choose_ipv4_prefix(session: AsyncSession, prefix_length: int) -> str:
+def choose_ipv4_prefix(session: Session, prefix_length: int) -> str:
     """The first prefix of that length inside 100.64.0.0/10 no org holds."""
     if not CGNAT_RANGE.prefixlen <= prefix_length <= 30:
         raise InvalidArgument("IPv4 prefix length must be between 10 and 30")
     taken = [
         ipaddress.IPv4Network(p)
-        for p in (await session.scalars(select(Org.ipv4_prefix))).all()
+        for p in (session.scalars(select(Org.ipv4_prefix))).all()
     ]
     for candidate in CGNAT_RANGE.subnets(new_prefix=prefix_length):
         if not any(candidate.overlaps(t) for t in taken):
@@ -52,6 +52,10 @@ def random_ula_prefix() -> str:
     return str(ipaddress.IPv6Network((network, 48)))
 
 
+# More than the approvals of one batch (coordinator.approvals.MAX_BATCH).
+REUSE_CANDIDATES = 128
+
+
 def host_count(org: Org) -> int:
     """Usable slots: the IPv4 prefix minus its network and broadcast address."""
     return int(ipaddress.IPv4Network(org.ipv4_prefix).num_addresses) - 2
@@ -63,8 +67,8 @@ def addresses_for(org: Org, host_index: int) -> tuple[str, str]:
     return str(v4.network_address + host_index), str(v6.network_address + host_index)
 
 
-async def allocate_address(
-    session: AsyncSession,
+def allocate_address(
+    session: Session,
     org: Org,
     node_id: str,
     quarantine: dt.timedelta = DEFAULT_QUARANTINE,
@@ -86,7 +90,10 @@ async def allocate_address(
         session.add(address)
         return address
 
-    reusable = await session.scalar(
+    # The oldest released slots first. A slot handed out earlier in this
+    # unit of work (a batch of approvals, autoflush off) still reads as
+    # released in the database but not in the session: skip it.
+    candidates = session.scalars(
         select(Address)
         .where(
             Address.org_id == org.id,
@@ -94,8 +101,9 @@ async def allocate_address(
             Address.released_at <= utcnow() - quarantine,
         )
         .order_by(Address.released_at)
-        .limit(1)
+        .limit(REUSE_CANDIDATES)
     )
+    reusable = next((a for a in candidates if a.released_at is not None), None)
     if reusable is None:
         raise ResourceExhausted(
             f"the address pool of org {org.id} ({org.ipv4_prefix}) is exhausted: "

@@ -8,19 +8,29 @@ at most once; polling is paced by ``interval``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import secrets
 import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from coordinator import audit, changelog, ipam, naming
 from coordinator.accounts import Caller
 from coordinator.changes import ChangeOp
-from coordinator.errors import Conflict, Expired, InvalidArgument, NotFound, RateLimited
+from coordinator.errors import (
+    Conflict,
+    CoordinatorError,
+    Expired,
+    InvalidArgument,
+    NotFound,
+    RateLimited,
+)
 from coordinator.ids import new_id, utcnow
 from coordinator.models import LinkRequest, LinkState, Node, Org
 from coordinator.settings import Settings
@@ -86,14 +96,14 @@ def check_metadata(values: Any, depth: int = 0) -> None:
         raise InvalidArgument("clientMetadata: numbers must be finite")
 
 
-async def active_node_with_key(session: AsyncSession, public_key: str) -> Node | None:
-    return await session.scalar(
+def active_node_with_key(session: Session, public_key: str) -> Node | None:
+    return session.scalar(
         select(Node).where(Node.public_key == public_key, Node.revoked_at.is_(None))
     )
 
 
-async def start_link(
-    session: AsyncSession,
+def start_link(
+    session: Session,
     settings: Settings,
     *,
     public_key: str,
@@ -112,12 +122,12 @@ async def start_link(
             "hostname": hostname,
         }
     )
-    if await active_node_with_key(session, public_key) is not None:
+    if active_node_with_key(session, public_key) is not None:
         raise Conflict("this public key already belongs to an active node")
 
     # A new start for the same key ends the older pending request: only the
     # newest code a device shows can be approved.
-    await session.execute(
+    session.execute(
         update(LinkRequest)
         .where(
             LinkRequest.public_key == public_key,
@@ -128,7 +138,7 @@ async def start_link(
     now = utcnow()
     request = LinkRequest(
         id=new_id("link"),
-        code=await _unused_code(session),
+        code=_unused_code(session),
         public_key=public_key,
         device_label=device_label,
         os=os,
@@ -140,16 +150,14 @@ async def start_link(
         expires_at=now + settings.link_ttl,
     )
     session.add(request)
-    await session.flush()
+    session.flush()
     return request
 
 
-async def _unused_code(session: AsyncSession) -> str:
+def _unused_code(session: Session) -> str:
     while True:
         code = new_code()
-        exists = await session.scalar(
-            select(LinkRequest.id).where(LinkRequest.code == code)
-        )
+        exists = session.scalar(select(LinkRequest.id).where(LinkRequest.code == code))
         if exists is None:
             return code
 
@@ -158,12 +166,12 @@ def approve_url(settings: Settings, code: str) -> str:
     return f"{settings.approve_url}?code={code}"
 
 
-async def poll_link(
-    session: AsyncSession, settings: Settings, *, code: str, public_key: str
+def poll_link(
+    session: Session, settings: Settings, *, code: str, public_key: str
 ) -> LinkRequest:
     code = normalise_code(code)
     check_public_key(public_key)
-    request = await _find(session, code)
+    request = _find(session, code)
     if request is None or request.public_key != public_key:
         raise NotFound("no link request with that code and public key")
 
@@ -190,20 +198,89 @@ def _expire_if_due(request: LinkRequest, now: dt.datetime) -> None:
         request.state = LinkState.EXPIRED
 
 
-async def _find(session: AsyncSession, code: str) -> LinkRequest | None:
-    return await session.scalar(select(LinkRequest).where(LinkRequest.code == code))
+def _find(session: Session, code: str) -> LinkRequest | None:
+    return session.scalar(select(LinkRequest).where(LinkRequest.code == code))
 
 
-async def approve_link(
-    session: AsyncSession,
+@dataclass(frozen=True)
+class Approval:
+    """One code to approve, as a caller asked for it."""
+
+    caller: Caller
+    code: str
+    name: str
+
+
+@dataclass
+class _Batch:
+    """What the approvals of one unit of work know of each other."""
+
+    requests: dict[str, LinkRequest]
+    taken_keys: set[str]
+    orgs: dict[str, Org]
+    names: dict[str, set[str]] = field(default_factory=dict)
+
+
+def approve_link(
+    session: Session,
     settings: Settings,
     caller: Caller,
     *,
     code: str,
     name: str,
 ) -> Node:
+    outcome = approve_links(session, settings, [Approval(caller, code, name)])[0]
+    if isinstance(outcome, CoordinatorError):
+        raise outcome
+    return outcome
+
+
+def approve_links(
+    session: Session, settings: Settings, approvals: Sequence[Approval]
+) -> list[Node | CoordinatorError]:
+    """Approve several codes in one unit of work; each succeeds or fails alone.
+
+    Every check of one approval runs before it changes anything, so a
+    refused one leaves the session as it was (except that an expired code
+    is marked expired, which is true whatever else happens). The requests,
+    the keys already in use and the orgs are read once for the whole batch,
+    and everything is written in one flush at commit.
+    """
+    codes = set()
+    for approval in approvals:
+        with contextlib.suppress(InvalidArgument):
+            codes.add(normalise_code(approval.code))
+    requests = {
+        r.code: r
+        for r in session.scalars(select(LinkRequest).where(LinkRequest.code.in_(codes)))
+    }
+    keys = {r.public_key for r in requests.values()}
+    taken = session.scalars(
+        select(Node.public_key).where(
+            Node.public_key.in_(keys), Node.revoked_at.is_(None)
+        )
+    )
+    # Orgs in a fixed order: two replicas' batches lock them alike (no deadlock).
+    org_ids = sorted({a.caller.org_id for a in approvals})
+    batch = _Batch(requests, set(taken), _orgs_for_update(session, org_ids))
+    outcomes: list[Node | CoordinatorError] = []
+    # Names chosen in this batch are tracked in batch.names; flushing before
+    # every query to let them be seen would cost more than the batch saves.
+    with session.no_autoflush:
+        for approval in approvals:
+            try:
+                outcomes.append(_approve_one(session, settings, approval, batch))
+            except CoordinatorError as exc:
+                outcomes.append(exc)
+    return outcomes
+
+
+def _approve_one(
+    session: Session, settings: Settings, approval: Approval, batch: _Batch
+) -> Node:
+    caller = approval.caller
     caller.require("runmesh:write")
-    request = await _find(session, normalise_code(code))
+    request = batch.requests.get(normalise_code(approval.code))
     if request is None:
         raise NotFound("no link request with that code")
     if request.state == LinkState.APPROVED:
@@ -214,14 +291,21 @@ async def approve_link(
     _expire_if_due(request, now)
     if request.state == LinkState.EXPIRED:
         raise Expired("this code has expired; start the link again on the device")
-    if await active_node_with_key(session, request.public_key) is not None:
+    if request.public_key in batch.taken_keys:
         raise Conflict("this public key already belongs to an active node")
+    org = batch.orgs.get(caller.org_id)
+    if org is None:
+        raise NotFound("the caller's org no longer exists")
 
-    org = await _org_for_update(session, caller.org_id)
+    in_batch = batch.names.setdefault(org.id, set())
+    name = _name_for(session, org.id, approval.name, request, in_batch)
+    node_id = new_id("node")
+    address = ipam.allocate_address(session, org, node_id, settings.address_quarantine)
+    # Nothing was changed before this point; from here on nothing fails.
     node = Node(
-        id=new_id("node"),
+        id=node_id,
         org_id=org.id,
-        name=await _name_for(session, org.id, name, request),
+        name=name,
         device_label=request.device_label,
         hostname=request.hostname,
         os=request.os,
@@ -233,26 +317,23 @@ async def approve_link(
         online=False,
         created_at=now,
     )
+    node.address = address
     session.add(node)
-    node.address = await ipam.allocate_address(
-        session, org, node.id, settings.address_quarantine
-    )
-    await session.flush()
+    batch.taken_keys.add(node.public_key)
+    in_batch.add(name)
     changelog.record_change(session, org, ChangeOp.UPSERT, node)
 
     request.state = LinkState.APPROVED
-    request.node_id = node.id
+    request.node = node
     request.approved_by = caller.user_id
     _audit_approval(session, caller, request, node)
     return node
 
 
-async def record_expired_attempt(
-    session: AsyncSession, caller: Caller, code: str
-) -> None:
+def record_expired_attempt(session: Session, caller: Caller, code: str) -> None:
     """Note, in the caller's org, that someone tried to approve an expired
     code (the refused approval itself is rolled back)."""
-    request = await _find(session, normalise_code(code))
+    request = _find(session, normalise_code(code))
     if request is None:
         return
     request.state = LinkState.EXPIRED
@@ -267,30 +348,36 @@ async def record_expired_attempt(
     )
 
 
-async def _org_for_update(session: AsyncSession, org_id: str) -> Org:
+def _orgs_for_update(session: Session, org_ids: Sequence[str]) -> dict[str, Org]:
     # FOR UPDATE serialises approvals of one org on PostgreSQL; SQLite's
     # BEGIN IMMEDIATE already holds the database write lock.
-    org = await session.scalar(select(Org).where(Org.id == org_id).with_for_update())
-    if org is None:
-        raise NotFound("the caller's org no longer exists")
-    return org
+    rows = session.scalars(
+        select(Org).where(Org.id.in_(org_ids)).order_by(Org.id).with_for_update()
+    )
+    return {org.id: org for org in rows}
 
 
-async def _name_for(
-    session: AsyncSession, org_id: str, requested: str, request: LinkRequest
+def _name_for(
+    session: Session,
+    org_id: str,
+    requested: str,
+    request: LinkRequest,
+    in_batch: set[str],
 ) -> str:
     if requested:
         naming.check_name(requested)
-        if requested in await _taken_names(session, org_id, requested):
+        if requested in in_batch or requested in _taken_names(
+            session, org_id, requested
+        ):
             raise Conflict(f"an active node is already named {requested!r}")
         return requested
     base = naming.normalise(request.device_label or request.hostname)
-    return naming.unique_name(base, await _taken_names(session, org_id, base))
+    return naming.unique_name(base, _taken_names(session, org_id, base) | in_batch)
 
 
-async def _taken_names(session: AsyncSession, org_id: str, base: str) -> set[str]:
+def _taken_names(session: Session, org_id: str, base: str) -> set[str]:
     # Only names that could collide with base or base-N: no scan of the org.
-    names = await session.scalars(
+    names = session.scalars(
         select(Node.name).where(
             Node.org_id == org_id,
             Node.revoked_at.is_(None),
@@ -301,7 +388,7 @@ async def _taken_names(session: AsyncSession, org_id: str, base: str) -> set[str
 
 
 def _audit_approval(
-    session: AsyncSession, caller: Caller, request: LinkRequest, node: Node
+    session: Session, caller: Caller, request: LinkRequest, node: Node
 ) -> None:
     # The link request belongs to no org until it is approved, so its start
     # is recorded now, into the approving org, with its own time.

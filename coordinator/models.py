@@ -143,6 +143,9 @@ class LinkRequest(Base):
     last_polled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     node_id: Mapped[str | None] = mapped_column(ForeignKey("nodes.id"))
     approved_by: Mapped[str | None] = mapped_column(String(40))
+    # Tells the unit of work to insert the node before the request that
+    # names it; never loaded (lazy="raise"), node_id is what code reads.
+    node: Mapped[Node | None] = relationship(lazy="raise")
 
 
 class Node(Base):

@@ -15,7 +15,7 @@ import secrets
 from nacl.exceptions import CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from coordinator.errors import PermissionDenied
 from coordinator.ids import utcnow
@@ -52,8 +52,8 @@ def new_challenge() -> bytes:
     return secrets.token_bytes(CHALLENGE_BYTES)
 
 
-async def load_or_create_identity(session: AsyncSession) -> CoordinatorIdentity:
-    row = await session.scalar(select(CoordinatorKey).order_by(CoordinatorKey.id))
+def load_or_create_identity(session: Session) -> CoordinatorIdentity:
+    row = session.scalar(select(CoordinatorKey).order_by(CoordinatorKey.id))
     if row is None:
         key = PrivateKey.generate()
         row = CoordinatorKey(
@@ -63,5 +63,5 @@ async def load_or_create_identity(session: AsyncSession) -> CoordinatorIdentity:
             created_at=utcnow(),
         )
         session.add(row)
-        await session.flush()
+        session.flush()
     return CoordinatorIdentity(PrivateKey(row.private_key))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from coordinator import peermap
 from coordinator.models import Node, Org
@@ -59,10 +59,10 @@ class NodeConfig:
         return "\n".join(lines) + "\n"
 
 
-async def config_of(session: AsyncSession, org: Org, node: Node) -> NodeConfig:
+def config_of(session: Session, org: Org, node: Node) -> NodeConfig:
     peers = []
     if node.revoked_at is None:
-        for other in await peermap.active_nodes(session, org.id):
+        for other in peermap.active_nodes(session, org.id):
             if other.id == node.id:
                 continue
             peer = peermap.peer_of(other)

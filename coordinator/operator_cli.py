@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from coordinator import accounts, db, nodes, schema
 from coordinator.cli_common import (
@@ -107,8 +107,8 @@ def orgs() -> None:
 def orgs_create(db_url: str, name: str, ipv4_prefix_length: int, as_json: bool) -> None:
     """Create an org NAME (or show it if it exists)."""
 
-    async def work(session: AsyncSession) -> dict[str, Any]:
-        return _org_row(await accounts.ensure_org(session, name, ipv4_prefix_length))
+    def work(session: Session) -> dict[str, Any]:
+        return _org_row(accounts.ensure_org(session, name, ipv4_prefix_length))
 
     emit_one(run(in_database(db_url, work)), as_json)
 
@@ -119,8 +119,8 @@ def orgs_create(db_url: str, name: str, ipv4_prefix_length: int, as_json: bool) 
 def orgs_list(db_url: str, as_json: bool) -> None:
     """List every org."""
 
-    async def work(session: AsyncSession) -> list[dict[str, Any]]:
-        return [_org_row(o) for o in await accounts.list_orgs(session)]
+    def work(session: Session) -> list[dict[str, Any]]:
+        return [_org_row(o) for o in accounts.list_orgs(session)]
 
     emit(
         run(in_database(db_url, work)),
@@ -151,11 +151,9 @@ def users() -> None:
 def users_create(db_url: str, org: str, email: str, role: str, as_json: bool) -> None:
     """Create a user EMAIL in an org (the org is created when missing)."""
 
-    async def work(session: AsyncSession) -> dict[str, Any]:
-        the_org = await accounts.ensure_org(session, org)
-        return _user_row(
-            await accounts.ensure_user(session, the_org, email, Role(role))
-        )
+    def work(session: Session) -> dict[str, Any]:
+        the_org = accounts.ensure_org(session, org)
+        return _user_row(accounts.ensure_user(session, the_org, email, Role(role)))
 
     emit_one(run(in_database(db_url, work)), as_json)
 
@@ -167,9 +165,9 @@ def users_create(db_url: str, org: str, email: str, role: str, as_json: bool) ->
 def users_list(db_url: str, org: str, as_json: bool) -> None:
     """List the users of an org."""
 
-    async def work(session: AsyncSession) -> list[dict[str, Any]]:
-        the_org = await accounts.find_org(session, org)
-        return [_user_row(u) for u in await accounts.list_users(session, the_org)]
+    def work(session: Session) -> list[dict[str, Any]]:
+        the_org = accounts.find_org(session, org)
+        return [_user_row(u) for u in accounts.list_users(session, the_org)]
 
     emit(run(in_database(db_url, work)), as_json, ("id", "email", "role", "createdAt"))
 
@@ -226,13 +224,13 @@ def keys_create(
     now; the database keeps a hash. With --json the key is in "key".
     """
 
-    async def work(session: AsyncSession) -> dict[str, Any] | None:
+    def work(session: Session) -> dict[str, Any] | None:
         wanted = accounts.parse_scopes(scopes)
-        if if_none and await accounts.count_keys(session) > 0:
+        if if_none and accounts.count_keys(session) > 0:
             return None
-        the_org = await accounts.ensure_org(session, org)
-        user = await accounts.ensure_user(session, the_org, email, Role(role))
-        row, key = await accounts.create_api_key(session, user, Role(role), wanted)
+        the_org = accounts.ensure_org(session, org)
+        user = accounts.ensure_user(session, the_org, email, Role(role))
+        row, key = accounts.create_api_key(session, user, Role(role), wanted)
         return {"key": key, "id": row.id, "org": the_org.name, "user": user.email}
 
     created = run(in_database(db_url, work))
@@ -251,9 +249,9 @@ def keys_create(
 def keys_list(db_url: str, org: str, as_json: bool) -> None:
     """List an org's API keys (their prefixes; the keys themselves are not kept)."""
 
-    async def work(session: AsyncSession) -> list[dict[str, Any]]:
-        the_org = await accounts.find_org(session, org)
-        return [_key_row(k) for k in await accounts.list_keys(session, the_org)]
+    def work(session: Session) -> list[dict[str, Any]]:
+        the_org = accounts.find_org(session, org)
+        return [_key_row(k) for k in accounts.list_keys(session, the_org)]
 
     emit(
         run(in_database(db_url, work)),
@@ -269,8 +267,8 @@ def keys_list(db_url: str, org: str, as_json: bool) -> None:
 def keys_revoke(db_url: str, key_id: str, as_json: bool) -> None:
     """Revoke the API key KEY_ID; it is refused from the next request on."""
 
-    async def work(session: AsyncSession) -> dict[str, Any]:
-        return _key_row(await accounts.revoke_key(session, key_id))
+    def work(session: Session) -> dict[str, Any]:
+        return _key_row(accounts.revoke_key(session, key_id))
 
     emit_one(run(in_database(db_url, work)), as_json)
 
@@ -291,14 +289,14 @@ def nodes_group() -> None:
 def nodes_list(db_url: str, org: str, include_revoked: bool, as_json: bool) -> None:
     """List an org's nodes."""
 
-    async def work(session: AsyncSession) -> list[dict[str, Any]]:
-        the_org = await accounts.find_org(session, org)
+    def work(session: Session) -> list[dict[str, Any]]:
+        the_org = accounts.find_org(session, org)
         caller = accounts.operator(the_org.id)
         cursors = Cursors(b"operator-cli")
         rows: list[dict[str, Any]] = []
         cursor = ""
         while True:
-            page = await nodes.list_nodes(
+            page = nodes.list_nodes(
                 session,
                 caller,
                 cursors,
@@ -318,8 +316,8 @@ def nodes_list(db_url: str, org: str, include_revoked: bool, as_json: bool) -> N
     )
 
 
-async def _node_of(session: AsyncSession, node_id: str) -> tuple[Node, accounts.Caller]:
-    node = await session.get(Node, node_id)
+def _node_of(session: Session, node_id: str) -> tuple[Node, accounts.Caller]:
+    node = session.get(Node, node_id)
     if node is None:
         raise NotFound(f"no node {node_id[:64]!r}")
     return node, accounts.operator(node.org_id)
@@ -332,8 +330,8 @@ async def _node_of(session: AsyncSession, node_id: str) -> tuple[Node, accounts.
 def nodes_show(db_url: str, node_id: str, as_json: bool) -> None:
     """Show one node."""
 
-    async def work(session: AsyncSession) -> dict[str, Any]:
-        node, _ = await _node_of(session, node_id)
+    def work(session: Session) -> dict[str, Any]:
+        node, _ = _node_of(session, node_id)
         return _node_row(node)
 
     emit_one(run(in_database(db_url, work)), as_json)
@@ -347,9 +345,9 @@ def nodes_show(db_url: str, node_id: str, as_json: bool) -> None:
 def nodes_rename(db_url: str, node_id: str, name: str, as_json: bool) -> None:
     """Rename a node (a DNS label, unique among the org's active nodes)."""
 
-    async def work(session: AsyncSession) -> dict[str, Any]:
-        node, caller = await _node_of(session, node_id)
-        return _node_row(await nodes.rename_node(session, caller, node.id, name))
+    def work(session: Session) -> dict[str, Any]:
+        node, caller = _node_of(session, node_id)
+        return _node_row(nodes.rename_node(session, caller, node.id, name))
 
     emit_one(run(in_database(db_url, work)), as_json)
 
@@ -361,9 +359,9 @@ def nodes_rename(db_url: str, node_id: str, name: str, as_json: bool) -> None:
 def nodes_revoke(db_url: str, node_id: str, as_json: bool) -> None:
     """Revoke a node: its peers drop it and its key is refused from now on."""
 
-    async def work(session: AsyncSession) -> dict[str, Any]:
-        node, caller = await _node_of(session, node_id)
-        return _node_row(await nodes.revoke_node(session, caller, node.id))
+    def work(session: Session) -> dict[str, Any]:
+        node, caller = _node_of(session, node_id)
+        return _node_row(nodes.revoke_node(session, caller, node.id))
 
     emit_one(run(in_database(db_url, work)), as_json)
 
@@ -393,7 +391,7 @@ def _migrate(db_url: str, as_json: bool, revision: str | None, down: bool) -> No
                 await schema.upgrade(engine, revision, _progress)
             current = await schema.current_revision(engine)
         finally:
-            await engine.dispose()
+            engine.dispose()
         return {"current": current, "head": schema.head_revision()}
 
     emit_one(run(go), as_json)

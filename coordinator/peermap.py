@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from coordinator.changes import Change
 from coordinator.models import Node, Org
@@ -77,8 +77,8 @@ def self_of(node: Node, org: Org) -> node_pb2.SelfConfig:
     return self_from_peer(peer_of(node), prefix_lengths(org))
 
 
-async def active_nodes(session: AsyncSession, org_id: str) -> Sequence[Node]:
-    result = await session.scalars(
+def active_nodes(session: Session, org_id: str) -> Sequence[Node]:
+    result = session.scalars(
         select(Node)
         .where(Node.org_id == org_id, Node.revoked_at.is_(None))
         .order_by(Node.created_at, Node.id)

@@ -33,14 +33,14 @@ import logging
 from dataclasses import dataclass
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from coordinator import activity, changelog
 from coordinator.changes import ChangeOp
 from coordinator.hub import Hub
 from coordinator.ids import utcnow
 from coordinator.models import Node, Org
-from coordinator.store import in_transaction
+from coordinator.store import Database, in_transaction
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class Update:
 class Presence:
     def __init__(
         self,
-        writers: async_sessionmaker[AsyncSession],
+        writers: Database,
         hub: Hub,
         timing: PresenceTiming | None = None,
     ) -> None:
@@ -104,14 +104,14 @@ class Presence:
         now = utcnow()
         stale_before = now - dt.timedelta(seconds=self._timing.stale_after)
 
-        async def work(session: AsyncSession) -> list[tuple[str, str]]:
+        def work(session: Session) -> list[tuple[str, str]]:
             for start in range(0, len(held), QUERY_CHUNK):
-                await session.execute(
+                session.execute(
                     update(Node)
                     .where(Node.id.in_(held[start : start + QUERY_CHUNK]))
                     .values(last_seen_at=now)
                 )
-            rows = await session.execute(
+            rows = session.execute(
                 select(Node.id, Node.org_id).where(
                     Node.online.is_(True),
                     Node.revoked_at.is_(None),
@@ -215,12 +215,12 @@ class Presence:
                 self._dirty.set()
 
 
-async def _apply(session: AsyncSession, batch: dict[str, Update]) -> set[str]:
+def _apply(session: Session, batch: dict[str, Update]) -> set[str]:
     """Write a batch of presence updates; returns the orgs whose map changed."""
     org_ids = sorted({u.org_id for u in batch.values()})
     orgs = {
         org.id: org
-        for org in await session.scalars(
+        for org in session.scalars(
             select(Org).where(Org.id.in_(org_ids)).with_for_update()
         )
     }
@@ -228,7 +228,7 @@ async def _apply(session: AsyncSession, batch: dict[str, Update]) -> set[str]:
     ids = list(batch)
     for start in range(0, len(ids), QUERY_CHUNK):
         chunk = ids[start : start + QUERY_CHUNK]
-        found = await session.scalars(select(Node).where(Node.id.in_(chunk)))
+        found = session.scalars(select(Node).where(Node.id.in_(chunk)))
         nodes.extend(found.unique())
     touched: set[str] = set()
     now = utcnow()
@@ -245,7 +245,7 @@ async def _apply(session: AsyncSession, batch: dict[str, Update]) -> set[str]:
     return touched
 
 
-def _change(session: AsyncSession, node: Node, update: Update) -> bool:
+def _change(session: Session, node: Node, update: Update) -> bool:
     """Apply one update to a node; True if its peer entry changed."""
     changed = False
     if update.online != node.online:

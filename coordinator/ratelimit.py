@@ -51,12 +51,13 @@ class FailureLimiter:
         self._poll_source = RateLimitItemPerMinute(policy.polls_per_source)
         self._start_source = RateLimitItemPerMinute(policy.starts_per_source)
 
-    async def check_approval(self, key_id: str, source: str) -> None:
-        await self._check(self._approve_key, "approve-key", key_id)
+    async def check_approval(self, key_hash: str, source: str) -> None:
+        """``key_hash``: the API key's hash, known before it is looked up."""
+        await self._check(self._approve_key, "approve-key", key_hash)
         await self._check(self._approve_source, "approve-source", source)
 
-    async def approval_failed(self, key_id: str, source: str) -> None:
-        await self._limiter.hit(self._approve_key, "approve-key", key_id)
+    async def approval_failed(self, key_hash: str, source: str) -> None:
+        await self._limiter.hit(self._approve_key, "approve-key", key_hash)
         await self._limiter.hit(self._approve_source, "approve-source", source)
 
     async def started(self, source: str) -> None:

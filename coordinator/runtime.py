@@ -4,27 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-
 from coordinator import db, nodeauth, schema
+from coordinator.approvals import ApprovalQueue
 from coordinator.gate import SetupGate
 from coordinator.hub import Hub
 from coordinator.paging import Cursors
 from coordinator.presence import Presence
 from coordinator.ratelimit import FailureLimiter
 from coordinator.settings import Settings
-from coordinator.store import in_transaction, serialise_writes
+from coordinator.store import Database, in_transaction
 from coordinator.sync import StreamDeps
 
 
 @dataclass
 class Runtime:
-    engines: tuple[AsyncEngine, ...]
-    # Sessions for units of work that write (BEGIN IMMEDIATE on SQLite)...
-    sessions: async_sessionmaker[AsyncSession]
-    # ...and for reads, which on SQLite never queue behind writers.
-    readers: async_sessionmaker[AsyncSession]
+    # Units of work that write (BEGIN IMMEDIATE on SQLite)...
+    sessions: Database
+    # ...and reads, which on SQLite never queue behind writers.
+    readers: Database
     hub: Hub
+    approvals: ApprovalQueue
     presence: Presence
     identity: nodeauth.CoordinatorIdentity
     settings: Settings
@@ -33,30 +32,27 @@ class Runtime:
     streams: StreamDeps
 
     async def close(self) -> None:
+        await self.approvals.close()
         await self.presence.close()
         await self.hub.close()
-        for engine in self.engines:
-            await engine.dispose()
+        await self.sessions.close()
+        if self.readers is not self.sessions:
+            await self.readers.close()
 
 
 async def open_runtime(db_url: str, settings: Settings, migrate: bool) -> Runtime:
-    writer = db.create_engine(db_url)
-    if migrate:
-        await schema.upgrade(writer)
-    elif not await schema.is_current(writer):
-        await writer.dispose()
-        raise RuntimeError(
-            "the database schema is not current; run `runmesh-coordinator migrate`"
-        )
-    reader = (
-        db.create_engine(db_url, for_writes=False)
-        if db.is_sqlite(db.async_url(db_url))
-        else writer
-    )
-    sessions = db.session_factory(writer)
-    readers = db.session_factory(reader)
-    if db.is_sqlite(db.async_url(db_url)):
-        serialise_writes(sessions)
+    sessions = db.open_database(db_url)
+    try:
+        if migrate:
+            await schema.upgrade(sessions.engine)
+        elif not await schema.is_current(sessions.engine):
+            raise RuntimeError(
+                "the database schema is not current; run `runmesh-coordinator migrate`"
+            )
+    except BaseException:
+        await sessions.close()
+        raise
+    readers = db.open_database(db_url, for_writes=False)
     identity = await in_transaction(sessions, nodeauth.load_or_create_identity)
     hub = Hub(readers, settings.coalescing, queue_limit=settings.stream_queue_limit)
     presence = Presence(sessions, hub, settings.presence)
@@ -71,10 +67,10 @@ async def open_runtime(db_url: str, settings: Settings, migrate: bool) -> Runtim
         gate=SetupGate(settings.setup_concurrency),
     )
     return Runtime(
-        engines=(writer, reader) if reader is not writer else (writer,),
         sessions=sessions,
         readers=readers,
         hub=hub,
+        approvals=ApprovalQueue(sessions, settings, hub.notify),
         presence=presence,
         identity=identity,
         settings=settings,

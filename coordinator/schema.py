@@ -1,4 +1,4 @@
-"""Schema migrations (Alembic), run from async code.
+"""Schema migrations (Alembic), run on a thread from async code.
 
 The coordinator upgrades an SQLite database to the newest revision when it
 starts: an embedded database has no operator to run a separate step. For
@@ -9,6 +9,7 @@ race to migrate.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -32,42 +33,47 @@ Progress = Callable[..., None]
 
 
 async def upgrade(
-    engine: AsyncEngine, revision: str = "head", progress: Progress | None = None
+    engine: Engine, revision: str = "head", progress: Progress | None = None
 ) -> None:
     await _run(engine, lambda cfg: command.upgrade(cfg, revision), progress)
 
 
 async def downgrade(
-    engine: AsyncEngine, revision: str, progress: Progress | None = None
+    engine: Engine, revision: str, progress: Progress | None = None
 ) -> None:
     await _run(engine, lambda cfg: command.downgrade(cfg, revision), progress)
 
 
-async def current_revision(engine: AsyncEngine) -> str | None:
+async def current_revision(engine: Engine) -> str | None:
     def read(sync_conn: Any) -> str | None:
         rev: str | None = MigrationContext.configure(sync_conn).get_current_revision()
         return rev
 
-    async with engine.connect() as conn:
-        return await conn.run_sync(read)
+    def in_thread() -> str | None:
+        with engine.connect() as conn:
+            return read(conn)
+
+    return await asyncio.to_thread(in_thread)
 
 
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-async def is_current(engine: AsyncEngine) -> bool:
+async def is_current(engine: Engine) -> bool:
     return await current_revision(engine) == head_revision()
 
 
-async def _run(
-    engine: AsyncEngine, step: Any, progress: Progress | None = None
-) -> None:
+async def _run(engine: Engine, step: Any, progress: Progress | None = None) -> None:
     def in_sync(sync_conn: Any) -> None:
         config = alembic_config()
         config.attributes["connection"] = sync_conn
         config.attributes["progress"] = progress
         step(config)
 
-    async with engine.begin() as conn:
-        await conn.run_sync(in_sync)
+    def in_thread() -> None:
+        with engine.begin() as conn:
+            in_sync(conn)
+
+    # Alembic is synchronous and must not run on the event loop.
+    await asyncio.to_thread(in_thread)

@@ -130,7 +130,7 @@ async def serve(runtime: Runtime, listener: Listener, grace: float = 5.0) -> Non
     await server.start()
     # Serving only once the schema is current (an SQLite database was
     # migrated on open; a PostgreSQL one must have been migrated already).
-    serving = await schema.is_current(runtime.engines[0])
+    serving = await schema.is_current(runtime.sessions.engine)
     await _set_health(
         health_servicer,
         health_pb2.HealthCheckResponse.SERVING

@@ -1,4 +1,9 @@
-"""Transactions with retry: one unit of work, committed whole or not at all.
+"""Units of work: sync SQLAlchemy sessions on worker threads of their own.
+
+Each unit of work is one plain function of a ``Session``, run whole on a
+database thread: one hop from the event loop per unit, not one per
+statement. (Measured here: a SELECT through an async driver cost 1.2 ms of
+event-loop round trips; the same SELECT in a sync session, 0.2 ms.)
 
 A unit of work may lose a race in the database (two replicas approving in
 one org, SQLite busy): the unique constraints refuse the loser, and the
@@ -9,14 +14,15 @@ attempt survives, because it is rolled back before the retry.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable
+import concurrent.futures
+from collections.abc import Callable
 from typing import TypeVar
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 from tenacity import (
-    AsyncRetrying,
+    Retrying,
     retry_if_exception_type,
     stop_after_attempt,
     wait_random_exponential,
@@ -26,38 +32,64 @@ from coordinator.errors import Conflict
 
 T = TypeVar("T")
 
-# SQLite admits one writer at a time. Writers of one process that race for
-# the lock are put to sleep by SQLite's busy handler, in steps growing to
-# 100 ms, so a burst of concurrent writes crawls. Queueing them on an
-# asyncio lock first lets each begin the moment the previous one commits.
-_write_locks: dict[int, asyncio.Lock] = {}
 
+class Database:
+    """One engine and the threads its units of work run on.
 
-def serialise_writes(sessions: async_sessionmaker[AsyncSession]) -> None:
-    """Queue this process's units of work on ``sessions`` one at a time."""
-    _write_locks[id(sessions)] = asyncio.Lock()
+    SQLite admits one writer at a time, so its writers get one thread:
+    this process's writes queue there in order instead of sleeping in
+    SQLite's busy handler (whose steps grow to 100 ms).
+    """
+
+    def __init__(self, engine: Engine, threads: int, name: str) -> None:
+        self.engine = engine
+        # expire_on_commit=False: objects are read after commit, on the
+        # event loop, to build replies; expiring them would make that a
+        # query from the wrong thread.
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            threads, thread_name_prefix=f"db-{name}"
+        )
+
+    async def run(self, call: Callable[[], T]) -> T:
+        """``call()`` on one of this database's threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._close)
+
+    def _close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.engine.dispose()
 
 
 async def in_transaction(
-    sessions: async_sessionmaker[AsyncSession],
-    work: Callable[[AsyncSession], Awaitable[T]],
-    attempts: int = 4,
+    database: Database, work: Callable[[Session], T], attempts: int = 4
 ) -> T:
+    """``work(session)`` in one transaction, committed whole or retried."""
+    return await database.run(lambda: _with_retry(database, work, attempts))
+
+
+async def read(database: Database, work: Callable[[Session], T]) -> T:
+    """``work(session)`` in one read transaction: one consistent snapshot."""
+
+    def call() -> T:
+        with database.sessions() as session, session.begin():
+            return work(session)
+
+    return await database.run(call)
+
+
+def _with_retry(database: Database, work: Callable[[Session], T], attempts: int) -> T:
     try:
-        async for attempt in AsyncRetrying(
+        for attempt in Retrying(
             retry=retry_if_exception_type((IntegrityError, OperationalError)),
             stop=stop_after_attempt(attempts),
             wait=wait_random_exponential(multiplier=0.02, max=0.5),
             reraise=True,
         ):
-            with attempt:
-                lock = _write_locks.get(id(sessions))
-                async with contextlib.AsyncExitStack() as stack:
-                    if lock is not None:
-                        await stack.enter_async_context(lock)
-                    session = await stack.enter_async_context(sessions())
-                    await stack.enter_async_context(session.begin())
-                    return await work(session)
+            with attempt, database.sessions() as session, session.begin():
+                return work(session)
     except IntegrityError:
         raise Conflict("the change conflicts with another one; try again") from None
     raise AssertionError("unreachable: tenacity either returns or raises")

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from coordinator import changelog, metrics, nodeauth, nodes, peermap
 from coordinator.errors import (
@@ -49,7 +49,7 @@ from coordinator.ids import utcnow
 from coordinator.models import Node, Org
 from coordinator.presence import Presence
 from coordinator.settings import Settings
-from coordinator.store import in_transaction
+from coordinator.store import Database, in_transaction, read
 from runmesh.challenge import ROTATE_CONTEXT
 from runmesh.v1 import mesh_pb2
 
@@ -75,8 +75,8 @@ class StreamStats:
 
 @dataclass
 class StreamDeps:
-    readers: async_sessionmaker[AsyncSession]
-    writers: async_sessionmaker[AsyncSession]
+    readers: Database
+    writers: Database
     hub: Hub
     presence: Presence
     identity: nodeauth.CoordinatorIdentity
@@ -212,8 +212,10 @@ class NodeStream:
         return None
 
     async def _authenticate(self, hello: mesh_pb2.Hello, nonce: bytes) -> Node:
-        async with self._deps.readers() as session:
-            node = await nodes.node_by_key(session, hello.public_key)
+        node = await read(
+            self._deps.readers,
+            lambda session: nodes.node_by_key(session, hello.public_key),
+        )
         if node is None:
             raise PermissionDenied("unknown or revoked node key")
         self._deps.identity.verify(hello.public_key, nonce, hello.challenge_answer)
@@ -267,10 +269,12 @@ class NodeStream:
             return None
         if last_version == target:
             return peermap.compose_delta(last_version, ())
-        async with self._deps.readers() as session:
-            changes = await changelog.changes_since(
+        changes = await read(
+            self._deps.readers,
+            lambda session: changelog.changes_since(
                 session, subscriber.org_id, last_version, limit=target - last_version
-            )
+            ),
+        )
         wanted = range(last_version + 1, target + 1)
         if [c.version for c in changes] != list(wanted):
             return None  # pruned from the log (or not contiguous): start over
@@ -348,9 +352,9 @@ class NodeStream:
         )
         node_id, old_key = subscriber.node_id, subscriber.public_key
 
-        async def work(session: AsyncSession) -> int:
-            await nodes.rotate_key(session, node_id, old_key, request.new_public_key)
-            org = await session.get(Org, subscriber.org_id)
+        def work(session: Session) -> int:
+            nodes.rotate_key(session, node_id, old_key, request.new_public_key)
+            org = session.get(Org, subscriber.org_id)
             assert org is not None
             return org.mesh_version
 

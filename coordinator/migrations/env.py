@@ -1,8 +1,7 @@
 """Alembic environment: migrations run on a connection the caller hands in.
 
-``coordinator.schema`` opens an async connection and calls Alembic through
-``run_sync``; running ``alembic.command.upgrade`` directly inside a running
-event loop would fail.
+``coordinator.schema`` opens the connection and calls Alembic on a thread
+of its own, away from the event loop.
 """
 
 from __future__ import annotations

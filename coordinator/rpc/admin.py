@@ -7,17 +7,17 @@ import logging
 import time
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
-from coordinator import accounts, feeds, linking, metrics, nodeconfig, nodes
+from coordinator import accounts, approvals, feeds, linking, metrics, nodeconfig, nodes
 from coordinator.accounts import Caller
-from coordinator.errors import CoordinatorError, Expired, RateLimited
-from coordinator.models import Node, Org
+from coordinator.errors import CoordinatorError, Expired, RateLimited, Unauthenticated
+from coordinator.models import DeviceActivity, Node, Org
 from coordinator.rpc import convert
 from coordinator.rpc.boundary import Context, translate_errors
 from coordinator.rpc.credentials import api_key_of, source_of
 from coordinator.runtime import Runtime
-from coordinator.store import in_transaction
+from coordinator.store import in_transaction, read
 from runmesh.v1 import admin_pb2, node_pb2
 
 WindowRequest = admin_pb2.ListAuditEventsRequest | admin_pb2.ListDeviceActivityRequest
@@ -40,8 +40,9 @@ class AdminServicer:
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
 
-    async def _caller(self, session: AsyncSession, context: Context) -> Caller:
-        return await accounts.authenticate(session, api_key_of(context))
+    async def _caller(self, context: Context) -> Caller:
+        key = api_key_of(context)
+        return await read(self._rt.readers, lambda s: accounts.authenticate(s, key))
 
     @translate_errors
     async def ApproveLink(
@@ -49,54 +50,53 @@ class AdminServicer:
     ) -> node_pb2.Node:
         limiter = self._rt.limiter
         source = source_of(context, self._rt.settings.trusted_proxies)
-        async with self._rt.readers() as session:
-            caller = await self._caller(session, context)
-        await limiter.check_approval(caller.key_id, source)
+        key = api_key_of(context)
+        # Failures are counted per key before the key is looked up: the
+        # approval is then one unit of work, authentication included.
+        who = accounts.hash_key(key or "")
+        await limiter.check_approval(who, source)
 
-        async def work(session: AsyncSession) -> node_pb2.Node:
-            caller = await self._caller(session, context)
-            node = await linking.approve_link(
-                session, self._rt.settings, caller, code=request.code, name=request.name
-            )
-            return convert.node_message(node)
+        def note_expired(session: Session) -> str:
+            caller = accounts.authenticate(session, key)
+            linking.record_expired_attempt(session, caller, request.code)
+            return caller.org_id
 
         started = time.perf_counter()
         try:
-            answer = await in_transaction(self._rt.sessions, work)
-        except RateLimited:
-            raise
-        except Expired:
-            log.info("link expired org_id=%s (approved too late)", caller.org_id)
-            await limiter.approval_failed(caller.key_id, source)
-            await in_transaction(
-                self._rt.sessions,
-                lambda s: linking.record_expired_attempt(s, caller, request.code),
+            node = await self._rt.approvals.approve(
+                approvals.Request(key, request.code, request.name)
             )
+        except (RateLimited, Unauthenticated):
+            raise  # a bad key is no guess at a code
+        except Expired:
+            await limiter.approval_failed(who, source)
+            org_id = await in_transaction(self._rt.sessions, note_expired)
+            log.info("link expired org_id=%s (approved too late)", org_id)
             raise
         except CoordinatorError:
             # Every refused approval counts, whatever the reason: a guess
             # that hits an expired or used code is still a guess.
-            await limiter.approval_failed(caller.key_id, source)
+            await limiter.approval_failed(who, source)
             raise
-        self._rt.hub.notify(answer.org_id)
         metrics.APPROVAL_LATENCY.observe(time.perf_counter() - started)
         metrics.LINK_REQUESTS.labels("approve", "ok").inc()
-        log.info("link approved org_id=%s node_id=%s", answer.org_id, answer.id)
-        return answer
+        log.info("link approved org_id=%s node_id=%s", node.org_id, node.id)
+        return convert.node_message(node)
 
     @translate_errors
     async def ListNodes(
         self, request: admin_pb2.ListNodesRequest, context: Context
     ) -> admin_pb2.ListNodesResponse:
-        async with self._rt.readers() as session:
-            caller = await self._caller(session, context)
+        caller = await self._caller(context)
+
+        def look(session: Session) -> admin_pb2.ListNodesResponse:
             where = nodes.NodeFilter(
                 include_revoked=request.include_revoked,
                 owner_user_id=caller.user_id if request.owned_by_caller else None,
                 name_prefix=request.name_prefix,
                 ip=request.ip,
             )
-            page = await nodes.list_nodes(
+            page = nodes.list_nodes(
                 session,
                 caller,
                 self._rt.cursors,
@@ -110,34 +110,41 @@ class AdminServicer:
                 has_more=page.has_more,
             )
 
+        return await read(self._rt.readers, look)
+
     @translate_errors
     async def GetNode(
         self, request: admin_pb2.GetNodeRequest, context: Context
     ) -> node_pb2.Node:
-        async with self._rt.readers() as session:
-            caller = await self._caller(session, context)
-            node = await nodes.get_node(session, caller, request.id)
-            return convert.node_message(node)
+        caller = await self._caller(context)
+        node = await read(
+            self._rt.readers, lambda s: nodes.get_node(s, caller, request.id)
+        )
+        return convert.node_message(node)
 
     @translate_errors
     async def GetNodeConfig(
         self, request: admin_pb2.GetNodeRequest, context: Context
     ) -> admin_pb2.NodeConfig:
-        async with self._rt.readers() as session:
-            caller = await self._caller(session, context)
-            node = await nodes.get_node(session, caller, request.id)
-            org = await session.get(Org, node.org_id)
+        caller = await self._caller(context)
+
+        def look(session: Session) -> admin_pb2.NodeConfig:
+            node = nodes.get_node(session, caller, request.id)
+            org = session.get(Org, node.org_id)
             assert org is not None  # nodes.org_id is a foreign key
-            config = await nodeconfig.config_of(session, org, node)
-            return convert.config_message(config)
+            return convert.config_message(nodeconfig.config_of(session, org, node))
+
+        return await read(self._rt.readers, look)
 
     @translate_errors
     async def RenameNode(
         self, request: admin_pb2.RenameNodeRequest, context: Context
     ) -> node_pb2.Node:
-        async def work(session: AsyncSession) -> Node:
-            caller = await self._caller(session, context)
-            return await nodes.rename_node(session, caller, request.id, request.name)
+        key = api_key_of(context)
+
+        def work(session: Session) -> Node:
+            caller = accounts.authenticate(session, key)
+            return nodes.rename_node(session, caller, request.id, request.name)
 
         node = await in_transaction(self._rt.sessions, work)
         self._rt.hub.notify(node.org_id)
@@ -147,9 +154,11 @@ class AdminServicer:
     async def RevokeNode(
         self, request: admin_pb2.RevokeNodeRequest, context: Context
     ) -> node_pb2.Node:
-        async def work(session: AsyncSession) -> Node:
-            caller = await self._caller(session, context)
-            return await nodes.revoke_node(session, caller, request.id)
+        key = api_key_of(context)
+
+        def work(session: Session) -> Node:
+            caller = accounts.authenticate(session, key)
+            return nodes.revoke_node(session, caller, request.id)
 
         node = await in_transaction(self._rt.sessions, work)
         self._rt.hub.notify(node.org_id)
@@ -160,9 +169,8 @@ class AdminServicer:
     async def GetOverview(
         self, request: admin_pb2.GetOverviewRequest, context: Context
     ) -> admin_pb2.Overview:
-        async with self._rt.readers() as session:
-            caller = await self._caller(session, context)
-            counts = await nodes.overview(session, caller)
+        caller = await self._caller(context)
+        counts = await read(self._rt.readers, lambda s: nodes.overview(s, caller))
         return admin_pb2.Overview(
             total=counts.total,
             online=counts.online,
@@ -176,9 +184,10 @@ class AdminServicer:
         self, request: admin_pb2.ListAuditEventsRequest, context: Context
     ) -> admin_pb2.ListAuditEventsResponse:
         window = _window_of(request)
-        async with self._rt.readers() as session:
-            caller = await self._caller(session, context)
-            page = await feeds.audit_events(
+        caller = await self._caller(context)
+        page = await read(
+            self._rt.readers,
+            lambda session: feeds.audit_events(
                 session,
                 caller,
                 self._rt.cursors,
@@ -186,7 +195,8 @@ class AdminServicer:
                 cursor=request.cursor,
                 window=window,
                 action=request.action,
-            )
+            ),
+        )
         return admin_pb2.ListAuditEventsResponse(
             events=[convert.audit_message(e) for e in page.items],
             next_cursor=page.next_cursor,
@@ -198,14 +208,13 @@ class AdminServicer:
         self, request: admin_pb2.ListDeviceActivityRequest, context: Context
     ) -> admin_pb2.ListDeviceActivityResponse:
         window = _window_of(request)
-        async with self._rt.readers() as session:
-            caller = await self._caller(session, context)
-            caller.require("activity:read")
+        caller = await self._caller(context)
+        caller.require("activity:read")
+
+        def look(session: Session) -> feeds.Page[DeviceActivity]:
             # The node must be the caller's org's: otherwise not_found.
-            await nodes.get_node(
-                session, caller.with_scope("runmesh:read"), request.node_id
-            )
-            page = await feeds.device_activity(
+            nodes.get_node(session, caller.with_scope("runmesh:read"), request.node_id)
+            return feeds.device_activity(
                 session,
                 caller,
                 self._rt.cursors,
@@ -214,6 +223,8 @@ class AdminServicer:
                 cursor=request.cursor,
                 window=window,
             )
+
+        page = await read(self._rt.readers, look)
         return admin_pb2.ListDeviceActivityResponse(
             activities=[convert.activity_message(a) for a in page.items],
             next_cursor=page.next_cursor,

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.json_format import MessageToDict
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from coordinator import linking, metrics
 from coordinator.errors import InvalidArgument, NotFound
@@ -54,8 +54,8 @@ class MeshServicer:
             raise InvalidArgument("clientMetadata: numbers must be finite") from None
         linking.check_metadata(metadata)
 
-        async def work(session: AsyncSession) -> LinkRequest:
-            return await linking.start_link(
+        def work(session: Session) -> LinkRequest:
+            return linking.start_link(
                 session,
                 self._rt.settings,
                 public_key=request.public_key,
@@ -84,14 +84,14 @@ class MeshServicer:
         source = source_of(context, self._rt.settings.trusted_proxies)
         await self._rt.limiter.check_poll(source)
 
-        async def work(session: AsyncSession) -> mesh_pb2.PollLinkResponse:
-            link = await linking.poll_link(
+        def work(session: Session) -> mesh_pb2.PollLinkResponse:
+            link = linking.poll_link(
                 session,
                 self._rt.settings,
                 code=request.code,
                 public_key=request.public_key,
             )
-            return await self._poll_answer(session, link)
+            return self._poll_answer(session, link)
 
         try:
             return await in_transaction(self._rt.sessions, work)
@@ -99,8 +99,8 @@ class MeshServicer:
             await self._rt.limiter.poll_failed(source)
             raise
 
-    async def _poll_answer(
-        self, session: AsyncSession, link: LinkRequest
+    def _poll_answer(
+        self, session: Session, link: LinkRequest
     ) -> mesh_pb2.PollLinkResponse:
         metrics.LINK_REQUESTS.labels("poll", str(link.state)).inc()
         if link.state == LinkState.EXPIRED:
@@ -111,7 +111,7 @@ class MeshServicer:
             interval_seconds=self._rt.settings.link_interval,
         )
         if link.state == LinkState.APPROVED and link.node_id:
-            node = await session.get(Node, link.node_id)
+            node = session.get(Node, link.node_id)
             if node is not None:
                 answer.node.CopyFrom(node_message(node))
             answer.coordinator.CopyFrom(

@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 from domain_db import open_database
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from coordinator.db import session_factory
+from coordinator.store import Database
 
 
 @pytest.fixture
-async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = await open_database(tmp_path / "coordinator.db")
+async def sessions(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await open_database(tmp_path / "coordinator.db")
     try:
-        yield session_factory(engine)
+        yield database
     finally:
-        await engine.dispose()
+        await database.close()

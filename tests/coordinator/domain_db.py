@@ -7,34 +7,38 @@ step that fails rolls its transaction back exactly as the servicers do.
 from __future__ import annotations
 
 import base64
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from nacl.public import PrivateKey
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from coordinator import accounts, linking, nodes, schema
 from coordinator.accounts import Caller
-from coordinator.db import create_engine
+from coordinator.db import open_database as open_url
 from coordinator.models import LinkRequest, Node, Org, Role
 from coordinator.settings import Settings
+from coordinator.store import Database
 
 T = TypeVar("T")
-Sessions = async_sessionmaker[AsyncSession]
+Sessions = Database
 
 
-async def open_database(path: Path) -> AsyncEngine:
-    engine = create_engine(f"sqlite:///{path}")
-    await schema.upgrade(engine)
-    return engine
+async def open_database(path: Path) -> Database:
+    database = open_url(f"sqlite:///{path}")
+    await schema.upgrade(database.engine)
+    return database
 
 
-async def in_transaction(
-    sessions: Sessions, work: Callable[[AsyncSession], Awaitable[T]]
-) -> T:
-    async with sessions() as session, session.begin():
-        return await work(session)
+async def in_transaction(sessions: Sessions, work: Callable[[Session], T]) -> T:
+    """``work`` in one transaction on the database's thread, no retry."""
+
+    def call() -> T:
+        with sessions.sessions() as session, session.begin():
+            return work(session)
+
+    return await sessions.run(call)
 
 
 def new_public_key() -> str:
@@ -50,17 +54,15 @@ async def new_caller(
 ) -> Caller:
     """An org (created when missing), a user, an API key, authenticated."""
 
-    async def create(session: AsyncSession) -> str:
-        row = await accounts.ensure_org(
-            session, org, ipv4_prefix_length=ipv4_prefix_length
-        )
-        user = await accounts.ensure_user(session, row, email, Role.ADMIN)
-        _, key = await accounts.create_api_key(session, user, Role.ADMIN, scopes)
+    def create(session: Session) -> str:
+        row = accounts.ensure_org(session, org, ipv4_prefix_length=ipv4_prefix_length)
+        user = accounts.ensure_user(session, row, email, Role.ADMIN)
+        _, key = accounts.create_api_key(session, user, Role.ADMIN, scopes)
         return key
 
     key = await in_transaction(sessions, create)
-    async with sessions() as session:
-        return await accounts.authenticate(session, key)
+    with sessions.sessions() as session:
+        return accounts.authenticate(session, key)
 
 
 async def start(
@@ -69,8 +71,8 @@ async def start(
     public_key: str | None = None,
     label: str = "",
 ) -> LinkRequest:
-    async def work(session: AsyncSession) -> LinkRequest:
-        return await linking.start_link(
+    def work(session: Session) -> LinkRequest:
+        return linking.start_link(
             session,
             settings,
             public_key=public_key or new_public_key(),
@@ -87,8 +89,8 @@ async def start(
 async def poll(
     sessions: Sessions, settings: Settings, request: LinkRequest
 ) -> LinkRequest:
-    async def work(session: AsyncSession) -> LinkRequest:
-        return await linking.poll_link(
+    def work(session: Session) -> LinkRequest:
+        return linking.poll_link(
             session, settings, code=request.code, public_key=request.public_key
         )
 
@@ -98,10 +100,8 @@ async def poll(
 async def approve(
     sessions: Sessions, settings: Settings, caller: Caller, code: str, name: str = ""
 ) -> Node:
-    async def work(session: AsyncSession) -> Node:
-        return await linking.approve_link(
-            session, settings, caller, code=code, name=name
-        )
+    def work(session: Session) -> Node:
+        return linking.approve_link(session, settings, caller, code=code, name=name)
 
     return await in_transaction(sessions, work)
 
@@ -112,15 +112,15 @@ async def link_node(sessions: Sessions, settings: Settings, caller: Caller) -> N
 
 
 async def revoke(sessions: Sessions, caller: Caller, node_id: str) -> Node:
-    async def work(session: AsyncSession) -> Node:
-        return await nodes.revoke_node(session, caller, node_id)
+    def work(session: Session) -> Node:
+        return nodes.revoke_node(session, caller, node_id)
 
     return await in_transaction(sessions, work)
 
 
 async def load(sessions: Sessions, model: type[T], key: object) -> T:
-    async with sessions() as session:
-        row = await session.get(model, key)
+    with sessions.sessions() as session:
+        row = session.get(model, key)
         assert row is not None, f"no {model.__name__} {key!r}"
         return row
 
@@ -135,16 +135,15 @@ async def create_org_key(db_url: str, org: str, email: str) -> str:
     The same domain calls as ``runmesh-coordinator keys create``, without the
     second of process start-up per key.
     """
-    engine = create_engine(db_url)
+    sessions = open_url(db_url)
     try:
-        sessions = async_sessionmaker(engine, expire_on_commit=False)
 
-        async def create(session: AsyncSession) -> str:
-            row = await accounts.ensure_org(session, org)
-            user = await accounts.ensure_user(session, row, email, Role.ADMIN)
-            _, key = await accounts.create_api_key(session, user, Role.ADMIN, ("*",))
+        def create(session: Session) -> str:
+            row = accounts.ensure_org(session, org)
+            user = accounts.ensure_user(session, row, email, Role.ADMIN)
+            _, key = accounts.create_api_key(session, user, Role.ADMIN, ("*",))
             return key
 
         return await in_transaction(sessions, create)
     finally:
-        await engine.dispose()
+        await sessions.close()

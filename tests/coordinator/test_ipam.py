@@ -40,16 +40,16 @@ async def tiny_org(sessions: Sessions) -> Caller:
 
 
 async def count(sessions: Sessions, model: type[object], org_id: str) -> int:
-    async with sessions() as session:
-        total = await session.scalar(
+    with sessions.sessions() as session:
+        total = session.scalar(
             select(func.count()).select_from(model).where(model.org_id == org_id)  # type: ignore[attr-defined]
         )
     return int(total or 0)
 
 
 async def release_long_ago(sessions: Sessions, node_id: str, age: dt.timedelta) -> None:
-    async with sessions() as session, session.begin():
-        await session.execute(
+    with sessions.sessions() as session, session.begin():
+        session.execute(
             update(Address)
             .where(Address.node_id == node_id)
             .values(released_at=utcnow() - age)
@@ -143,8 +143,8 @@ async def test_a_new_org_when_cgnat_space_is_full_is_resource_exhausted(
     )
 
     with pytest.raises(ResourceExhausted, match="no free /16"):
-        async with sessions() as session, session.begin():
-            await accounts.ensure_org(session, "latecomer")
+        with sessions.sessions() as session, session.begin():
+            accounts.ensure_org(session, "latecomer")
 
 
 async def test_the_third_node_of_a_two_host_prefix_is_resource_exhausted(
@@ -221,11 +221,9 @@ async def test_a_revoked_address_is_reused_after_the_quarantine(
         gone.address.ipv6,
     )
     assert newcomer.address.released_at is None
-    async with sessions() as session:
-        slot = await session.scalar(
-            select(Address).where(Address.ipv4 == gone.address.ipv4)
-        )
-        revoked = await session.get(Node, gone.id)
+    with sessions.sessions() as session:
+        slot = session.scalar(select(Address).where(Address.ipv4 == gone.address.ipv4))
+        revoked = session.get(Node, gone.id)
     assert slot is not None and slot.node_id == newcomer.id
     assert revoked is not None and revoked.address is None
 
@@ -255,8 +253,8 @@ async def test_a_revoked_node_keeps_its_address_while_quarantined(
 
     assert gone.address and newcomer.address
     assert newcomer.address.ipv4 != gone.address.ipv4
-    async with sessions() as session:
-        revoked = await session.get(Node, gone.id)
+    with sessions.sessions() as session:
+        revoked = session.get(Node, gone.id)
     assert revoked is not None and revoked.address is not None
     assert revoked.address.ipv4 == gone.address.ipv4
     assert revoked.address.released_at is not None

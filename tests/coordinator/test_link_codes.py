@@ -45,8 +45,8 @@ async def move_into_past(
         values["expires_at"] = long_ago
     if polled:
         values["last_polled_at"] = long_ago
-    async with sessions() as session, session.begin():
-        await session.execute(
+    with sessions.sessions() as session, session.begin():
+        session.execute(
             update(LinkRequest).where(LinkRequest.id == request.id).values(**values)
         )
 
@@ -126,8 +126,8 @@ async def test_a_poll_with_a_lower_case_hyphenated_code_finds_the_request(
     request = await start(sessions, SETTINGS)
     typed = f"{request.code[:3].lower()}-{request.code[3:].lower()}"
 
-    async with sessions() as session, session.begin():
-        found = await linking.poll_link(
+    with sessions.sessions() as session, session.begin():
+        found = linking.poll_link(
             session, SETTINGS, code=typed, public_key=request.public_key
         )
 
@@ -249,8 +249,8 @@ async def test_a_pending_code_of_a_key_that_became_active_cannot_be_approved(
     await approve(sessions, SETTINGS, caller, first.code)
     # Only possible by writing a second pending row for the key directly.
     second = await start(sessions, SETTINGS)
-    async with sessions() as session, session.begin():
-        await session.execute(
+    with sessions.sessions() as session, session.begin():
+        session.execute(
             update(LinkRequest)
             .where(LinkRequest.id == second.id)
             .values(public_key=key)
