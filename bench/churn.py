@@ -84,7 +84,6 @@ def run(args: argparse.Namespace, stack: simfleet.contextlib.ExitStack) -> None:
         ("full PeerMapCopy maps checked", result["maps_checked"]),
         ("machine load average (2 cores)", result["loadavg"]),
     ]
-    simfleet.finish(args, coordinator, fleet)
     emit(f"bench.churn --nodes {args.nodes}", rows, result)
 
 

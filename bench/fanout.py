@@ -135,8 +135,6 @@ def run(
         ("streams dropped during hold", dropped),
         ("machine load average (2 cores)", result["loadavg"]),
     ]
-    if args.save_fleet is not None:
-        fleet.save(coordinator, args.save_fleet)
     emit(f"bench.fanout --nodes {args.nodes}", rows, result)
 
 

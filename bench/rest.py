@@ -84,7 +84,6 @@ def run(args: argparse.Namespace, stack: simfleet.contextlib.ExitStack) -> None:
         ("requests answered 200 OK", f"{result['answered']} / {result['requests']}"),
         ("machine load average (2 cores)", result["loadavg"]),
     ]
-    simfleet.finish(args, coordinator, fleet)
     emit(f"bench.rest --nodes {args.nodes}", rows, result)
 
 

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import grpc
 from nacl.public import PrivateKey
 
+from coordinator.hub import BURST_WRITES_PER_SECOND
 from meshd.backoff import Backoff
 from meshd.channel import CHANNEL_OPTIONS
 from meshd.peermap import PeerMapCopy, VersionGap
@@ -283,6 +284,17 @@ class Identity:
     coordinator_key: str
 
 
+def start_request(name: str, public_key: str) -> mesh_pb2.StartLinkRequest:
+    """What a simulated device sends to start its link."""
+    return mesh_pb2.StartLinkRequest(
+        public_key=public_key,
+        device_label=name,
+        os="linux",
+        app_version="bench",
+        hostname=name,
+    )
+
+
 async def link_node(
     mesh: mesh_pb2_grpc.MeshServiceStub,
     admin: admin_pb2_grpc.AdminServiceStub,
@@ -293,16 +305,7 @@ async def link_node(
     """StartLink -> ApproveLink -> PollLink, as a device and a member would."""
     private = PrivateKey.generate()
     public = _b64(bytes(private.public_key))
-    started = await mesh.StartLink(
-        mesh_pb2.StartLinkRequest(
-            public_key=public,
-            device_label=name,
-            os="linux",
-            app_version="bench",
-            hostname=name,
-        ),
-        timeout=60,
-    )
+    started = await mesh.StartLink(start_request(name, public), timeout=60)
     await admin.ApproveLink(
         admin_pb2.ApproveLinkRequest(code=started.code, name=name),
         metadata=admin_metadata(admin_key),
@@ -524,14 +527,7 @@ class Worker:
             private = PrivateKey.generate()
             public = _b64(bytes(private.public_key))
             started = await self._mesh(lane).StartLink(
-                mesh_pb2.StartLinkRequest(
-                    public_key=public,
-                    device_label=name,
-                    os="linux",
-                    app_version="bench",
-                    hostname=name,
-                ),
-                timeout=60,
+                start_request(name, public), timeout=60
             )
             self.linking.append(_Linking(name, bytes(private), public, started.code))
 
@@ -650,13 +646,29 @@ class Worker:
         for node in self.nodes:
             if node.task is None:
                 node.task = asyncio.create_task(self._hold(node, gate))
-        waits = [n.ready.wait() for n in self.nodes]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*waits), timeout)
+        waits = asyncio.gather(*(n.ready.wait() for n in self.nodes))
+        progress = asyncio.create_task(self._report_progress(started))
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waits, timeout)
+        finally:
+            progress.cancel()
         return {
             "ready": sum(n.ready.is_set() for n in self.nodes),
             "seconds": time.perf_counter() - started,
         }
+
+    async def _report_progress(self, started: float) -> None:
+        """A line every 15 s on stderr: big fleets take minutes to connect."""
+        while True:
+            await asyncio.sleep(15)
+            ready = sum(n.ready.is_set() for n in self.nodes)
+            print(
+                f"worker {self.index}: {ready}/{len(self.nodes)} streams ready "
+                f"after {time.perf_counter() - started:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     async def _hold(self, node: SimNode, gate: asyncio.Semaphore | None) -> None:
         """One node's connect-and-sync loop, reconnecting like meshd."""
@@ -681,11 +693,13 @@ class Worker:
                 backoff.reset()
 
     async def _one_stream(self, node: SimNode, gate: asyncio.Semaphore | None) -> None:
-        call = _sync_call(self.channels[node.channel_index])
-        node.call = call
         keepalive: asyncio.Task[None] | None = None
+        call: Any = None
         try:
             async with gate if gate is not None else contextlib.nullcontext():
+                # The call starts (and the coordinator's hello timer with
+                # it) when it is made: make it only once through the gate.
+                call = node.call = _sync_call(self.channels[node.channel_index])
                 raw = await call.read()
                 if raw is grpc.aio.EOF:
                     return
@@ -710,7 +724,8 @@ class Worker:
         finally:
             if keepalive is not None:
                 keepalive.cancel()
-            call.cancel()
+            if call is not None:
+                call.cancel()
 
     async def _on_message(self, node: SimNode, raw: bytes, first: bool) -> None:
         message = mesh_pb2.CoordinatorMessage.FromString(raw)
@@ -981,17 +996,24 @@ class Fleet:
         """Keep the database and the node keys for a later run (``--from-fleet``).
 
         The nodes were made through the real RPCs; a later run reuses them
-        instead of linking them again (the machine links about 10-20 a second).
+        instead of linking them again. The database is copied with SQLite's
+        online backup, a consistent snapshot while the coordinator runs.
         """
         import json
-        import shutil
+        import sqlite3
 
         identities = [i for r in self.call("export") for i in r["identities"]]
         directory.mkdir(parents=True, exist_ok=True)
+        target = directory / "x.db"
         for suffix in ("", "-wal", "-shm"):
-            source = coordinator.workdir / f"x.db{suffix}"
-            if source.exists():
-                shutil.copy(source, directory / f"x.db{suffix}")
+            Path(f"{target}{suffix}").unlink(missing_ok=True)
+        source = sqlite3.connect(coordinator.workdir / "x.db")
+        copy = sqlite3.connect(target)
+        try:
+            source.backup(copy)
+        finally:
+            copy.close()
+            source.close()
         (directory / "identities.json").write_text(json.dumps(identities))
         (directory / "admin_key").write_text(coordinator.admin_key)
 
@@ -1029,7 +1051,14 @@ class Fleet:
 
     def wait_quiet(self, quiet: float, timeout: float) -> dict[str, Any]:
         """Until every node is up, all hold one version, and nothing arrived
-        for ``quiet`` seconds (or ``timeout``)."""
+        for ``quiet`` seconds (or ``timeout``).
+
+        ``quiet`` is stretched to what the coordinator may hold back in a
+        burst (one write per stream at BURST_WRITES_PER_SECOND), else a
+        pause between two rounds of a long burst would pass for quiet.
+        """
+        nodes = self.status()["nodes"]
+        quiet = max(quiet, nodes / BURST_WRITES_PER_SECOND + 2.0)
         deadline = time.monotonic() + timeout
         while True:
             status = self.status()
@@ -1066,7 +1095,7 @@ def add_fleet_arguments(parser: Any, nodes: int) -> None:
         "--verify",
         type=int,
         default=None,
-        help="nodes keeping a full PeerMapCopy (default min(N, 1000))",
+        help="nodes keeping a full PeerMapCopy (default: all up to 1,000, else 300)",
     )
     parser.add_argument(
         "--create-concurrency",
@@ -1083,7 +1112,7 @@ def add_fleet_arguments(parser: Any, nodes: int) -> None:
     parser.add_argument(
         "--keepalive",
         type=float,
-        default=15.0,
+        default=25.0,
         help="--keepalive of the coordinator and of the nodes",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -1091,7 +1120,7 @@ def add_fleet_arguments(parser: Any, nodes: int) -> None:
         "--save-fleet",
         type=Path,
         default=None,
-        help="save the database and node keys here at the end",
+        help="save the database and node keys here once the nodes are made",
     )
     parser.add_argument(
         "--from-fleet",
@@ -1138,13 +1167,10 @@ def setup(
         f"created {made.created} ({phases}): {made.approvals_per_s:.0f} approvals/s, "
         f"{made.flows_per_s:.0f} whole link flows/s; errors={dict(made.errors)}"
     )
-    return coordinator, fleet, made.created, made.approvals_per_s
-
-
-def finish(args: Any, coordinator: Coordinator, fleet: Fleet) -> None:
     if args.save_fleet is not None:
-        coordinator.kill(signal.SIGTERM)
         fleet.save(coordinator, args.save_fleet)
+        note(f"saved the fleet to {args.save_fleet}")
+    return coordinator, fleet, made.created, made.approvals_per_s
 
 
 def loadavg() -> float:
@@ -1152,8 +1178,8 @@ def loadavg() -> float:
 
 
 def verify_count(args: Any) -> int:
-    return (
-        args.nodes
-        if args.verify is None and args.nodes <= 1000
-        else (args.verify if args.verify is not None else 1000)
-    )
+    """Every node up to 1,000; beyond, 300 sampled nodes (each copy of a
+    10,000-node map is 10,000 Peer objects in the client processes)."""
+    if args.verify is not None:
+        return int(args.verify)
+    return args.nodes if args.nodes <= 1000 else 300

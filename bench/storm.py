@@ -93,7 +93,6 @@ def run(args: argparse.Namespace, stack: simfleet.contextlib.ExitStack) -> None:
         ("converged and correct", ok),
         ("machine load average (2 cores)", result["loadavg"]),
     ]
-    simfleet.finish(args, coordinator, fleet)
     emit(f"bench.storm --nodes {args.nodes}", rows, result)
 
 

@@ -366,22 +366,35 @@ def _name_for(
 ) -> str:
     if requested:
         naming.check_name(requested)
-        if requested in in_batch or requested in _taken_names(
-            session, org_id, requested
-        ):
+        if requested in in_batch or _name_taken(session, org_id, requested):
             raise Conflict(f"an active node is already named {requested!r}")
         return requested
     base = naming.normalise(request.device_label or request.hostname)
     return naming.unique_name(base, _taken_names(session, org_id, base) | in_batch)
 
 
+def _name_taken(session: Session, org_id: str, name: str) -> bool:
+    found = session.scalar(
+        select(Node.id).where(
+            Node.org_id == org_id, Node.revoked_at.is_(None), Node.name == name
+        )
+    )
+    return found is not None
+
+
 def _taken_names(session: Session, org_id: str, base: str) -> set[str]:
-    # Only names that could collide with base or base-N: no scan of the org.
+    """Active names starting like ``base``: all that ``unique_name`` could
+    collide with (``base``, ``base-N``, and their shortened forms for a long
+    base). A range on the (org, name) index, not a LIKE, which SQLite cannot
+    answer from an index (its LIKE ignores case)."""
+    stem = base[:40]
     names = session.scalars(
         select(Node.name).where(
             Node.org_id == org_id,
             Node.revoked_at.is_(None),
-            Node.name.like(base[:40] + "%"),
+            # Every DNS-label character sorts below "~".
+            Node.name >= stem,
+            Node.name < stem + "~",
         )
     )
     return set(names)

@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from coordinator import housekeeping, schema
+from coordinator import collector, housekeeping, schema
 from coordinator.rpc import mesh
 from coordinator.rpc.admin import AdminServicer
 from coordinator.runtime import Runtime
@@ -146,6 +146,7 @@ async def serve(runtime: Runtime, listener: Listener, grace: float = 5.0) -> Non
     sweeper = asyncio.create_task(
         housekeeping.sweep_forever(runtime.sessions, runtime.settings.change_retention)
     )
+    collecting = asyncio.create_task(collector.keep_collecting())
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -155,6 +156,7 @@ async def serve(runtime: Runtime, listener: Listener, grace: float = 5.0) -> Non
 
     await _shut_down(runtime, server, health_servicer, grace)
     sweeper.cancel()
+    collecting.cancel()
 
 
 async def _shut_down(

@@ -24,7 +24,7 @@ class Settings:
         default_factory=lambda: dt.timedelta(hours=24)
     )
     # Seconds between keepalives sent down each stream.
-    keepalive_interval: float = 15.0
+    keepalive_interval: float = 25.0
     # A stream silent this many keepalive intervals is closed.
     keepalive_misses: int = 3
     # Prefix length of the IPv4 block a new org gets.

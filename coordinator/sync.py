@@ -16,6 +16,7 @@ otherwise a full map.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ipaddress
 import logging
@@ -60,6 +61,8 @@ MAX_ENDPOINTS = 16
 # Open streams one node may hold at once: a reconnect overlaps the old
 # stream for a moment; more than a few means something is wrong.
 MAX_STREAMS_PER_NODE = 4
+# Requests (resync, key rotation) a node may have waiting; more closes the stream.
+MAX_PENDING_REQUESTS = 16
 # How long a new node's first stream waits for the feed to learn of it.
 FEED_CATCH_UP_SECONDS = 3.0
 
@@ -111,7 +114,7 @@ class NodeStream:
         self._subscriber: Subscriber | None = None
         # What the node asked for mid-stream (resync, a key rotation),
         # handled by the writer in order.
-        self._requests: asyncio.Queue[mesh_pb2.NodeMessage] = asyncio.Queue(16)
+        self._requests: collections.deque[mesh_pb2.NodeMessage] = collections.deque()
         self._ended = asyncio.Event()
 
     async def run(self) -> None:
@@ -131,12 +134,19 @@ class NodeStream:
                 if kind == "hello" and not self._hello.done():
                     self._hello.set_result(message.hello)
                 elif kind in ("resync", "rotate_key"):
-                    # A node that floods requests gets the stream closed.
-                    self._requests.put_nowait(message)
+                    if len(self._requests) >= MAX_PENDING_REQUESTS:
+                        raise InvalidArgument("too many requests in flight")
+                    self._requests.append(message)
+                    self._wake_writer()
                 elif kind == "endpoints" and self._subscriber is not None:
                     self._update_endpoints(self._subscriber, message.endpoints)
         finally:
             self._ended.set()
+            self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        if self._subscriber is not None:
+            self._subscriber.wake.set()
 
     async def _serve(self) -> None:
         nonce = self._nonce = nodeauth.new_challenge()
@@ -287,43 +297,39 @@ class NodeStream:
         await self._write(feed.full_map(subscriber.public_key))
 
     async def _pump(self, feed: OrgFeed, subscriber: Subscriber) -> str:
-        """Write queued items until the stream ends; returns why it ended."""
+        """Write queued items until the stream ends; returns why it ended.
+
+        One Event per stream, drained whole at each wake-up: the feed's
+        offers, the node's requests and the stream's end all set it.
+        """
         settings = self._deps.settings
         deadline = settings.keepalive_interval * settings.keepalive_misses
-        ended = asyncio.ensure_future(self._ended.wait())
-        request = asyncio.ensure_future(self._requests.get())
-        try:
-            while True:
-                get = asyncio.ensure_future(subscriber.queue.get())
-                done, _ = await asyncio.wait(
-                    {get, ended, request},
-                    timeout=settings.keepalive_interval,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if get not in done:
-                    get.cancel()
-                if ended in done:
-                    return "node closed the stream"
-                if time.monotonic() - self._last_heard > deadline:
-                    return "node silent past its keepalive deadline"
-                if request in done:
-                    asked = request.result()
-                    request = asyncio.ensure_future(self._requests.get())
-                    if asked.WhichOneof("kind") == "resync":
-                        await self._send_full_map(feed, subscriber)
-                    else:
-                        await self._rotate_key(subscriber, asked.rotate_key)
-                if get in done:
-                    item = get.result()
-                    if not await self._deliver(feed, subscriber, item):
-                        if isinstance(item, ReconnectRequest):
-                            return "coordinator shutting down"
-                        return "node revoked"
-                if not done:
-                    await self._send_keepalive()
-        finally:
-            ended.cancel()
-            request.cancel()
+        subscriber.wake.set()  # anything that came during the set-up
+        while True:
+            woken = True
+            try:
+                async with asyncio.timeout(settings.keepalive_interval):
+                    await subscriber.wake.wait()
+            except TimeoutError:
+                woken = False
+            subscriber.wake.clear()
+            if self._ended.is_set():
+                return "node closed the stream"
+            if time.monotonic() - self._last_heard > deadline:
+                return "node silent past its keepalive deadline"
+            while self._requests:
+                asked = self._requests.popleft()
+                if asked.WhichOneof("kind") == "resync":
+                    await self._send_full_map(feed, subscriber)
+                else:
+                    await self._rotate_key(subscriber, asked.rotate_key)
+            for item in subscriber.take():
+                if not await self._deliver(feed, subscriber, item):
+                    if isinstance(item, ReconnectRequest):
+                        return "coordinator shutting down"
+                    return "node revoked"
+            if not woken:
+                await self._send_keepalive()
 
     def _update_endpoints(
         self, subscriber: Subscriber, update: mesh_pb2.EndpointUpdate

@@ -285,7 +285,7 @@ def link(coordinator: str, state_dir: Path, label: str | None) -> None:
     envvar="RUNMESH_KEEPALIVE",
     show_envvar=True,
     type=click.FloatRange(0.5, 600),
-    default=15.0,
+    default=25.0,
     show_default=True,
     help="Seconds between keepalives sent to the coordinator.",
 )

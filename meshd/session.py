@@ -60,7 +60,7 @@ class SyncSession:
         on_map: OnMap,
         endpoints: list[str],
         listen_port: int,
-        keepalive_interval: float = 15.0,
+        keepalive_interval: float = 25.0,
     ) -> None:
         self._identity = identity
         self._key = private_key
