@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from coordinator import db, schema
 from coordinator.errors import CoordinatorError
-from coordinator.store import in_transaction
+from coordinator.store import in_transaction, read
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -87,6 +87,33 @@ def in_database(
             return await in_transaction(database, work)
         finally:
             await database.close()
+
+    return go
+
+
+def from_database(
+    db_url: str, look: Callable[[Session], T]
+) -> Callable[[], Coroutine[Any, Any, T]]:
+    """One read of the database at ``db_url``, for ``run``.
+
+    Reads never take SQLite's write lock (a running coordinator's writes
+    would queue behind an operator's listing); only a schema that needs
+    migrating is upgraded first, through a writer.
+    """
+
+    async def go() -> T:
+        prepare_sqlite_dir(db_url)
+        reader = db.open_database(db_url, for_writes=False)
+        try:
+            if not await schema.is_current(reader.engine):
+                writer = db.open_database(db_url)
+                try:
+                    await require_schema(writer.engine, db_url)
+                finally:
+                    await writer.close()
+            return await read(reader, look)
+        finally:
+            await reader.close()
 
     return go
 

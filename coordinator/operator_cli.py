@@ -19,6 +19,7 @@ from coordinator.cli_common import (
     JSON_OPTION,
     emit,
     emit_one,
+    from_database,
     in_database,
     prepare_sqlite_dir,
     run,
@@ -123,7 +124,7 @@ def orgs_list(db_url: str, as_json: bool) -> None:
         return [_org_row(o) for o in accounts.list_orgs(session)]
 
     emit(
-        run(in_database(db_url, work)),
+        run(from_database(db_url, work)),
         as_json,
         ("id", "name", "ipv4Prefix", "meshVersion"),
     )
@@ -169,7 +170,9 @@ def users_list(db_url: str, org: str, as_json: bool) -> None:
         the_org = accounts.find_org(session, org)
         return [_user_row(u) for u in accounts.list_users(session, the_org)]
 
-    emit(run(in_database(db_url, work)), as_json, ("id", "email", "role", "createdAt"))
+    emit(
+        run(from_database(db_url, work)), as_json, ("id", "email", "role", "createdAt")
+    )
 
 
 # ---- keys ----
@@ -254,7 +257,7 @@ def keys_list(db_url: str, org: str, as_json: bool) -> None:
         return [_key_row(k) for k in accounts.list_keys(session, the_org)]
 
     emit(
-        run(in_database(db_url, work)),
+        run(from_database(db_url, work)),
         as_json,
         ("id", "prefix", "user", "role", "scopes", "revokedAt"),
     )
@@ -310,7 +313,7 @@ def nodes_list(db_url: str, org: str, include_revoked: bool, as_json: bool) -> N
             cursor = page.next_cursor
 
     emit(
-        run(in_database(db_url, work)),
+        run(from_database(db_url, work)),
         as_json,
         ("id", "name", "ipv4", "ipv6", "status", "os", "lastSeenAt"),
     )
@@ -334,7 +337,7 @@ def nodes_show(db_url: str, node_id: str, as_json: bool) -> None:
         node, _ = _node_of(session, node_id)
         return _node_row(node)
 
-    emit_one(run(in_database(db_url, work)), as_json)
+    emit_one(run(from_database(db_url, work)), as_json)
 
 
 @nodes_group.command("rename")

@@ -155,3 +155,32 @@ def test_a_revoked_key_is_refused_on_the_very_next_request(tmp_path: Path) -> No
     finally:
         gateway.stop()
         coordinator.stop()
+
+
+def test_listings_do_not_wait_for_the_write_lock(tmp_path: Path) -> None:
+    """Regression: the listing commands ran in a writing transaction, so an
+    operator's `nodes list` queued behind a coordinator's writes (and its
+    writes behind the listing). Hold SQLite's write lock from another
+    connection: every listing must still answer at once."""
+    import sqlite3
+    import time
+
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    cli("keys", "create", "--db", db, "--org", "acme", "--user", "a@acme.test")
+    holder = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        for argv in (
+            ["orgs", "list"],
+            ["users", "list", "--org", "acme"],
+            ["keys", "list", "--org", "acme"],
+            ["nodes", "list", "--org", "acme"],
+        ):
+            started = time.monotonic()
+            listed = as_json(*argv, "--db", db)
+            # Far below the 30 s busy timeout a writer would wait for.
+            assert time.monotonic() - started < 10, argv
+            assert isinstance(listed, list), argv
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
