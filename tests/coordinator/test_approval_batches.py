@@ -20,7 +20,7 @@ from domain_db import (
     revoke,
     start,
 )
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from coordinator import accounts, linking
@@ -209,3 +209,43 @@ async def test_the_queue_answers_each_caller_with_its_own_outcome(
     assert isinstance(outcomes[20], Unauthenticated)
     assert isinstance(outcomes[21], Conflict)
     assert notified and set(notified) == {nodes[0].org_id}
+
+
+async def test_a_batch_that_cannot_commit_is_written_one_by_one(
+    sessions: Sessions, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One approval the database refuses only at commit (here a trigger, as
+    a constraint no check foresaw would) must not take the batch down."""
+
+    def create_key(session: Session) -> str:
+        org = accounts.ensure_org(session, "poison")
+        user = accounts.ensure_user(session, org, "a@poison.test", Role.ADMIN)
+        return accounts.create_api_key(session, user, Role.ADMIN, ("*",))[1]
+
+    def poison(session: Session) -> None:
+        session.execute(
+            text(
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON nodes "
+                "WHEN NEW.name = 'poison' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        )
+
+    key = await in_transaction(sessions, create_key)
+    await in_transaction(sessions, poison)
+    requests = [await start(sessions, SETTINGS, label=f"ok{i}") for i in range(6)]
+    bad = await start(sessions, SETTINGS, label="bad")
+    queue = ApprovalQueue(sessions, SETTINGS, lambda org_id: None)
+    try:
+        calls = [queue.approve(Request(key, r.code, "")) for r in requests]
+        calls.insert(3, queue.approve(Request(key, bad.code, "poison")))
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        await queue.close()
+
+    assert "a batch of 7 approvals failed" in caplog.text
+    assert isinstance(outcomes[3], Conflict), outcomes[3]
+    good = [o for i, o in enumerate(outcomes) if i != 3]
+    assert all(isinstance(o, Node) for o in good), good
+    with sessions.sessions() as session:
+        names = set(session.scalars(select(Node.name)))
+    assert names == {f"ok{i}" for i in range(6)}
