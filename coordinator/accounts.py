@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -94,18 +94,36 @@ def find_org(session: Session, name_or_id: str) -> Org:
     return org
 
 
+def orgs_for_update(session: Session, org_ids: Iterable[str]) -> dict[str, Org]:
+    """The orgs named, locked for writing until the unit of work ends.
+
+    Whatever changes an org's map locks its row first: FOR UPDATE
+    serialises one org's ``mesh_version`` and ``next_host_index`` across
+    PostgreSQL replicas (SQLite's BEGIN IMMEDIATE already holds the
+    database write lock). Rows are locked in id order, so two units of
+    work that lock the same orgs cannot deadlock.
+    """
+    rows = session.scalars(
+        select(Org)
+        .where(Org.id.in_(sorted(set(org_ids))))
+        .order_by(Org.id)
+        .with_for_update()
+    )
+    return {org.id: org for org in rows}
+
+
 def list_orgs(session: Session) -> Sequence[Org]:
-    return (session.scalars(select(Org).order_by(Org.created_at))).all()
+    return session.scalars(select(Org).order_by(Org.created_at)).all()
 
 
 def list_users(session: Session, org: Org) -> Sequence[User]:
     query = select(User).where(User.org_id == org.id).order_by(User.created_at)
-    return (session.scalars(query)).all()
+    return session.scalars(query).all()
 
 
 def list_keys(session: Session, org: Org) -> Sequence[ApiKey]:
     query = select(ApiKey).where(ApiKey.org_id == org.id).order_by(ApiKey.created_at)
-    return (session.scalars(query)).unique().all()
+    return session.scalars(query).unique().all()
 
 
 def revoke_key(session: Session, key_id: str) -> ApiKey:

@@ -103,7 +103,7 @@ def _newest_first(
             )
         )
     query = query.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)
-    rows = (session.scalars(query)).all()
+    rows = session.scalars(query).all()
     has_more = len(rows) > limit
     page = list(rows[:limit])
     next_cursor = (

@@ -34,8 +34,7 @@ def choose_ipv4_prefix(session: Session, prefix_length: int) -> str:
     if not CGNAT_RANGE.prefixlen <= prefix_length <= 30:
         raise InvalidArgument("IPv4 prefix length must be between 10 and 30")
     taken = [
-        ipaddress.IPv4Network(p)
-        for p in (session.scalars(select(Org.ipv4_prefix))).all()
+        ipaddress.IPv4Network(p) for p in session.scalars(select(Org.ipv4_prefix)).all()
     ]
     for candidate in CGNAT_RANGE.subnets(new_prefix=prefix_length):
         if not any(candidate.overlaps(t) for t in taken):

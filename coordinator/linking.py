@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from coordinator import audit, changelog, ipam, naming
+from coordinator import accounts, audit, changelog, ipam, naming
 from coordinator.accounts import Caller
 from coordinator.changes import ChangeOp
 from coordinator.errors import (
@@ -260,9 +260,8 @@ def approve_links(
             Node.public_key.in_(keys), Node.revoked_at.is_(None)
         )
     )
-    # Orgs in a fixed order: two replicas' batches lock them alike (no deadlock).
-    org_ids = sorted({a.caller.org_id for a in approvals})
-    batch = _Batch(requests, set(taken), _orgs_for_update(session, org_ids))
+    orgs = accounts.orgs_for_update(session, (a.caller.org_id for a in approvals))
+    batch = _Batch(requests, set(taken), orgs)
     outcomes: list[Node | CoordinatorError] = []
     # Names chosen in this batch are tracked in batch.names; flushing before
     # every query to let them be seen would cost more than the batch saves.
@@ -346,15 +345,6 @@ def record_expired_attempt(session: Session, caller: Caller, code: str) -> None:
         target_id=request.id,
         attributes={"deviceLabel": request.device_label},
     )
-
-
-def _orgs_for_update(session: Session, org_ids: Sequence[str]) -> dict[str, Org]:
-    # FOR UPDATE serialises approvals of one org on PostgreSQL; SQLite's
-    # BEGIN IMMEDIATE already holds the database write lock.
-    rows = session.scalars(
-        select(Org).where(Org.id.in_(org_ids)).order_by(Org.id).with_for_update()
-    )
-    return {org.id: org for org in rows}
 
 
 def _name_for(

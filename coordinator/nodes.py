@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
-from coordinator import activity, audit, changelog, ipam, naming
+from coordinator import accounts, activity, audit, changelog, ipam, naming
 from coordinator.accounts import Caller
 from coordinator.changes import ChangeOp
 from coordinator.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
@@ -80,7 +80,7 @@ def list_nodes(
             )
         )
     query = query.order_by(Node.created_at, Node.id).limit(limit + 1)
-    rows = (session.scalars(query)).unique().all()
+    rows = session.scalars(query).unique().all()
     has_more = len(rows) > limit
     page = rows[:limit]
     next_cursor = (
@@ -184,7 +184,7 @@ def rename_node(session: Session, caller: Caller, node_id: str, name: str) -> No
 
 
 def _org_for_update(session: Session, org_id: str) -> Org:
-    org = session.scalar(select(Org).where(Org.id == org_id).with_for_update())
+    org = accounts.orgs_for_update(session, [org_id]).get(org_id)
     assert org is not None  # nodes.org_id is a foreign key
     return org
 

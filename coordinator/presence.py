@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from coordinator import activity, changelog
+from coordinator import accounts, activity, changelog
 from coordinator.changes import ChangeOp
 from coordinator.hub import Hub
 from coordinator.ids import utcnow
-from coordinator.models import Node, Org
+from coordinator.models import Node
 from coordinator.store import Database, in_transaction
 
 log = logging.getLogger(__name__)
@@ -217,13 +217,7 @@ class Presence:
 
 def _apply(session: Session, batch: dict[str, Update]) -> set[str]:
     """Write a batch of presence updates; returns the orgs whose map changed."""
-    org_ids = sorted({u.org_id for u in batch.values()})
-    orgs = {
-        org.id: org
-        for org in session.scalars(
-            select(Org).where(Org.id.in_(org_ids)).with_for_update()
-        )
-    }
+    orgs = accounts.orgs_for_update(session, (u.org_id for u in batch.values()))
     nodes: list[Node] = []
     ids = list(batch)
     for start in range(0, len(ids), QUERY_CHUNK):
