@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.orm import Session
@@ -12,7 +14,7 @@ from sqlalchemy.orm import Session
 from coordinator import accounts, approvals, feeds, linking, metrics, nodeconfig, nodes
 from coordinator.accounts import Caller
 from coordinator.errors import CoordinatorError, Expired, RateLimited, Unauthenticated
-from coordinator.models import DeviceActivity, Node, Org
+from coordinator.models import DeviceActivity, Org
 from coordinator.rpc import convert
 from coordinator.rpc.boundary import Context, translate_errors
 from coordinator.rpc.credentials import api_key_of, source_of
@@ -20,6 +22,7 @@ from coordinator.runtime import Runtime
 from coordinator.store import in_transaction, read
 from runmesh.v1 import admin_pb2, node_pb2
 
+T = TypeVar("T")
 WindowRequest = admin_pb2.ListAuditEventsRequest | admin_pb2.ListDeviceActivityRequest
 
 
@@ -40,9 +43,25 @@ class AdminServicer:
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
 
-    async def _caller(self, context: Context) -> Caller:
+    async def _read_as_caller(
+        self, context: Context, look: Callable[[Session, Caller], T]
+    ) -> T:
+        """``look`` in one read with the caller authenticated in it: one
+        hop to a database thread, not one for the key and one for the rest."""
         key = api_key_of(context)
-        return await read(self._rt.readers, lambda s: accounts.authenticate(s, key))
+        return await read(
+            self._rt.readers, lambda s: look(s, accounts.authenticate(s, key))
+        )
+
+    async def _write_as_caller(
+        self, context: Context, work: Callable[[Session, Caller], T]
+    ) -> T:
+        """``work`` in one unit of work with the caller authenticated in it
+        (a key revoked a moment ago fails here)."""
+        key = api_key_of(context)
+        return await in_transaction(
+            self._rt.sessions, lambda s: work(s, accounts.authenticate(s, key))
+        )
 
     @translate_errors
     async def ApproveLink(
@@ -56,8 +75,7 @@ class AdminServicer:
         who = accounts.hash_key(key or "")
         await limiter.check_approval(who, source)
 
-        def note_expired(session: Session) -> str:
-            caller = accounts.authenticate(session, key)
+        def note_expired(session: Session, caller: Caller) -> str:
             linking.record_expired_attempt(session, caller, request.code)
             return caller.org_id
 
@@ -70,7 +88,7 @@ class AdminServicer:
             raise  # a bad key is no guess at a code
         except Expired:
             await limiter.approval_failed(who, source)
-            org_id = await in_transaction(self._rt.sessions, note_expired)
+            org_id = await self._write_as_caller(context, note_expired)
             log.info("link expired org_id=%s (approved too late)", org_id)
             raise
         except CoordinatorError:
@@ -87,9 +105,7 @@ class AdminServicer:
     async def ListNodes(
         self, request: admin_pb2.ListNodesRequest, context: Context
     ) -> admin_pb2.ListNodesResponse:
-        caller = await self._caller(context)
-
-        def look(session: Session) -> admin_pb2.ListNodesResponse:
+        def look(session: Session, caller: Caller) -> admin_pb2.ListNodesResponse:
             where = nodes.NodeFilter(
                 include_revoked=request.include_revoked,
                 owner_user_id=caller.user_id if request.owned_by_caller else None,
@@ -110,15 +126,14 @@ class AdminServicer:
                 has_more=page.has_more,
             )
 
-        return await read(self._rt.readers, look)
+        return await self._read_as_caller(context, look)
 
     @translate_errors
     async def GetNode(
         self, request: admin_pb2.GetNodeRequest, context: Context
     ) -> node_pb2.Node:
-        caller = await self._caller(context)
-        node = await read(
-            self._rt.readers, lambda s: nodes.get_node(s, caller, request.id)
+        node = await self._read_as_caller(
+            context, lambda s, caller: nodes.get_node(s, caller, request.id)
         )
         return convert.node_message(node)
 
@@ -126,27 +141,22 @@ class AdminServicer:
     async def GetNodeConfig(
         self, request: admin_pb2.GetNodeRequest, context: Context
     ) -> admin_pb2.NodeConfig:
-        caller = await self._caller(context)
-
-        def look(session: Session) -> admin_pb2.NodeConfig:
+        def look(session: Session, caller: Caller) -> admin_pb2.NodeConfig:
             node = nodes.get_node(session, caller, request.id)
             org = session.get(Org, node.org_id)
             assert org is not None  # nodes.org_id is a foreign key
             return convert.config_message(nodeconfig.config_of(session, org, node))
 
-        return await read(self._rt.readers, look)
+        return await self._read_as_caller(context, look)
 
     @translate_errors
     async def RenameNode(
         self, request: admin_pb2.RenameNodeRequest, context: Context
     ) -> node_pb2.Node:
-        key = api_key_of(context)
-
-        def work(session: Session) -> Node:
-            caller = accounts.authenticate(session, key)
-            return nodes.rename_node(session, caller, request.id, request.name)
-
-        node = await in_transaction(self._rt.sessions, work)
+        node = await self._write_as_caller(
+            context,
+            lambda s, caller: nodes.rename_node(s, caller, request.id, request.name),
+        )
         self._rt.hub.notify(node.org_id)
         return convert.node_message(node)
 
@@ -154,13 +164,9 @@ class AdminServicer:
     async def RevokeNode(
         self, request: admin_pb2.RevokeNodeRequest, context: Context
     ) -> node_pb2.Node:
-        key = api_key_of(context)
-
-        def work(session: Session) -> Node:
-            caller = accounts.authenticate(session, key)
-            return nodes.revoke_node(session, caller, request.id)
-
-        node = await in_transaction(self._rt.sessions, work)
+        node = await self._write_as_caller(
+            context, lambda s, caller: nodes.revoke_node(s, caller, request.id)
+        )
         self._rt.hub.notify(node.org_id)
         log.info("node revoked org_id=%s node_id=%s", node.org_id, node.id)
         return convert.node_message(node)
@@ -169,8 +175,7 @@ class AdminServicer:
     async def GetOverview(
         self, request: admin_pb2.GetOverviewRequest, context: Context
     ) -> admin_pb2.Overview:
-        caller = await self._caller(context)
-        counts = await read(self._rt.readers, lambda s: nodes.overview(s, caller))
+        counts = await self._read_as_caller(context, nodes.overview)
         return admin_pb2.Overview(
             total=counts.total,
             online=counts.online,
@@ -184,10 +189,9 @@ class AdminServicer:
         self, request: admin_pb2.ListAuditEventsRequest, context: Context
     ) -> admin_pb2.ListAuditEventsResponse:
         window = _window_of(request)
-        caller = await self._caller(context)
-        page = await read(
-            self._rt.readers,
-            lambda session: feeds.audit_events(
+        page = await self._read_as_caller(
+            context,
+            lambda session, caller: feeds.audit_events(
                 session,
                 caller,
                 self._rt.cursors,
@@ -208,10 +212,9 @@ class AdminServicer:
         self, request: admin_pb2.ListDeviceActivityRequest, context: Context
     ) -> admin_pb2.ListDeviceActivityResponse:
         window = _window_of(request)
-        caller = await self._caller(context)
-        caller.require("activity:read")
 
-        def look(session: Session) -> feeds.Page[DeviceActivity]:
+        def look(session: Session, caller: Caller) -> feeds.Page[DeviceActivity]:
+            caller.require("activity:read")
             # The node must be the caller's org's: otherwise not_found.
             nodes.get_node(session, caller.with_scope("runmesh:read"), request.node_id)
             return feeds.device_activity(
@@ -224,7 +227,7 @@ class AdminServicer:
                 window=window,
             )
 
-        page = await read(self._rt.readers, look)
+        page = await self._read_as_caller(context, look)
         return admin_pb2.ListDeviceActivityResponse(
             activities=[convert.activity_message(a) for a in page.items],
             next_cursor=page.next_cursor,
