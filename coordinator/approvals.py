@@ -128,21 +128,23 @@ class ApprovalQueue:
                     )
                 except CoordinatorError as exc:
                     callers[request.api_key] = exc
-        wanted: list[tuple[int, linking.Approval]] = []
-        outcomes: list[Node | CoordinatorError | None] = []
-        for index, request in enumerate(requests):
-            caller = callers[request.api_key]
-            if isinstance(caller, CoordinatorError):
-                outcomes.append(caller)
-                continue
-            outcomes.append(None)
-            wanted.append((index, linking.Approval(caller, request.code, request.name)))
-        approved = linking.approve_links(
-            session, self._settings, [approval for _, approval in wanted]
+        each = [callers[r.api_key] for r in requests]
+        approved = iter(
+            linking.approve_links(
+                session,
+                self._settings,
+                [
+                    linking.Approval(caller, request.code, request.name)
+                    for caller, request in zip(each, requests, strict=True)
+                    if not isinstance(caller, CoordinatorError)
+                ],
+            )
         )
-        for (index, _), outcome in zip(wanted, approved, strict=True):
-            outcomes[index] = outcome
-        return [o for o in outcomes if o is not None]
+        # In request order: a refused key's error, else the next approval's.
+        return [
+            caller if isinstance(caller, CoordinatorError) else next(approved)
+            for caller in each
+        ]
 
 
 def _settle(waiting: _Waiting, outcome: Node | BaseException) -> None:
