@@ -36,8 +36,7 @@ class Runtime:
         await self.presence.close()
         await self.hub.close()
         await self.sessions.close()
-        if self.readers is not self.sessions:
-            await self.readers.close()
+        await self.readers.close()
 
 
 async def open_runtime(db_url: str, settings: Settings, migrate: bool) -> Runtime:
