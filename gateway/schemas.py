@@ -63,6 +63,29 @@ UtcTime = Annotated[
 ]
 
 
+# What a device sends in StartLink and PollLink, checked the same way in both.
+DevicePublicKey = Annotated[
+    str,
+    Field(
+        min_length=44,
+        max_length=44,
+        pattern=r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$",
+        description="standard base64 of the 32-byte X25519 public key",
+        examples=[_EXAMPLE_KEY],
+    ),
+]
+# A link code as PollLink and ApproveLink take it.
+LinkCode = Annotated[
+    str,
+    Field(
+        min_length=6,
+        max_length=16,
+        description="the 6-character code; case, spaces and hyphens are ignored",
+        examples=["KX7T9Q"],
+    ),
+]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -158,13 +181,7 @@ def _check_number(number: float) -> None:
 class StartLinkBody(_Body):
     """A device asks to join: its public key and how to show it to approvers."""
 
-    public_key: str = Field(
-        min_length=44,
-        max_length=44,
-        pattern=r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$",
-        description="standard base64 of the 32-byte X25519 public key",
-        examples=[_EXAMPLE_KEY],
-    )
+    public_key: DevicePublicKey
     device_label: str | None = Field(None, max_length=256, examples=["Ada's MacBook"])
     os: str | None = Field(None, max_length=64, examples=["macos"])
     app_version: str | None = Field(None, max_length=64, examples=["1.4.2"])
@@ -198,30 +215,14 @@ class StartLinkBody(_Body):
 class PollLinkBody(_Body):
     """A device asks whether its code was approved."""
 
-    code: str = Field(
-        min_length=6,
-        max_length=16,
-        description="the 6-character code; case, spaces and hyphens are ignored",
-        examples=["KX7T9Q"],
-    )
-    public_key: str = Field(
-        min_length=44,
-        max_length=44,
-        pattern=r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$",
-        description="standard base64 of the 32-byte X25519 public key",
-        examples=[_EXAMPLE_KEY],
-    )
+    code: LinkCode
+    public_key: DevicePublicKey
 
 
 class ApproveLinkBody(_Body):
     """A member approves a code shown on a device."""
 
-    code: str = Field(
-        min_length=6,
-        max_length=16,
-        description="the 6-character code; case, spaces and hyphens are ignored",
-        examples=["KX7T9Q"],
-    )
+    code: LinkCode
     name: str | None = Field(
         None,
         min_length=1,
