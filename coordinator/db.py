@@ -1,4 +1,4 @@
-"""Engine and sessions for SQLite (embedded) and PostgreSQL.
+"""Engines and their Databases (worker threads) for SQLite (embedded) and PostgreSQL.
 
 SQLite: pysqlite's own transaction handling is turned off and every
 transaction starts with ``BEGIN IMMEDIATE``. A read-then-write transaction
@@ -78,8 +78,8 @@ def open_database(raw_url: str, *, for_writes: bool = True) -> Database:
     return Database(engine, threads, "writer" if for_writes else "reader")
 
 
-def _take_over_sqlite_transactions(sync_engine: Engine, begin: str) -> None:
-    @event.listens_for(sync_engine, "connect")
+def _take_over_sqlite_transactions(engine: Engine, begin: str) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Stop pysqlite from issuing its own BEGIN; we issue ours below.
         dbapi_connection.isolation_level = None
@@ -90,6 +90,6 @@ def _take_over_sqlite_transactions(sync_engine: Engine, begin: str) -> None:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
-    @event.listens_for(sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql(begin)
