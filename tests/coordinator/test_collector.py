@@ -1,5 +1,6 @@
 """The coordinator's garbage-collection policy: old objects frozen, cycles
-still freed by the periodic full collection, nothing frozen after it stops."""
+still freed by the periodic full collection, the young generation collected
+less often, and everything as it was once it stops."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ class Cyclic:
 
 
 async def test_survivors_are_frozen_and_cycles_still_freed() -> None:
-    task = asyncio.create_task(collector.keep_collecting(0.05, 0.3))
+    threshold = gc.get_threshold()
+    task = asyncio.create_task(collector.keep_collecting(0.05, 0.3, 12_345))
     try:
+        await asyncio.sleep(0)
+        assert gc.get_threshold() == (12_345, *threshold[1:])
         cycle = Cyclic()
         alive = weakref.ref(cycle)
         await asyncio.sleep(0.15)
@@ -41,3 +45,4 @@ async def test_survivors_are_frozen_and_cycles_still_freed() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == threshold
