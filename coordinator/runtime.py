@@ -8,6 +8,7 @@ from coordinator import db, nodeauth, schema
 from coordinator.approvals import ApprovalQueue
 from coordinator.gate import SetupGate
 from coordinator.hub import Hub
+from coordinator.keepalive import KeepaliveClock
 from coordinator.paging import Cursors
 from coordinator.presence import Presence
 from coordinator.ratelimit import FailureLimiter
@@ -34,6 +35,7 @@ class Runtime:
     async def close(self) -> None:
         await self.approvals.close()
         await self.presence.close()
+        await self.streams.keepalives.close()
         await self.hub.close()
         await self.sessions.close()
         await self.readers.close()
@@ -64,6 +66,7 @@ async def open_runtime(db_url: str, settings: Settings, migrate: bool) -> Runtim
         identity=identity,
         settings=settings,
         gate=SetupGate(settings.setup_concurrency),
+        keepalives=KeepaliveClock(settings.keepalive_interval),
     )
     return Runtime(
         sessions=sessions,

@@ -47,6 +47,7 @@ from coordinator.hub import (
     Subscriber,
 )
 from coordinator.ids import utcnow
+from coordinator.keepalive import KeepaliveClock
 from coordinator.models import Node, Org
 from coordinator.presence import Presence
 from coordinator.settings import Settings
@@ -68,6 +69,10 @@ FEED_CATCH_UP_SECONDS = 3.0
 
 Write = Callable[[bytes], Awaitable[None]]
 
+# Looked up once: a fan-out touches these once per stream.
+_DELTAS_SENT = metrics.MAPS_SENT.labels("delta")
+_FANOUT_LATENCY = metrics.FANOUT_LATENCY
+
 
 @dataclass
 class StreamStats:
@@ -85,6 +90,7 @@ class StreamDeps:
     identity: nodeauth.CoordinatorIdentity
     settings: Settings
     gate: SetupGate
+    keepalives: KeepaliveClock
     stats: StreamStats = field(default_factory=StreamStats)
     # Set on SIGTERM: new streams are refused so nodes go to another replica.
     shutting_down: bool = False
@@ -300,36 +306,38 @@ class NodeStream:
         """Write queued items until the stream ends; returns why it ended.
 
         One Event per stream, drained whole at each wake-up: the feed's
-        offers, the node's requests and the stream's end all set it.
+        offers, the node's requests, the stream's end and the keepalive
+        clock all set it.
         """
         settings = self._deps.settings
         deadline = settings.keepalive_interval * settings.keepalive_misses
+        clock = self._deps.keepalives
+        beat = clock.start(subscriber.wake)
         subscriber.wake.set()  # anything that came during the set-up
-        while True:
-            woken = True
-            try:
-                async with asyncio.timeout(settings.keepalive_interval):
-                    await subscriber.wake.wait()
-            except TimeoutError:
-                woken = False
-            subscriber.wake.clear()
-            if self._ended.is_set():
-                return "node closed the stream"
-            if time.monotonic() - self._last_heard > deadline:
-                return "node silent past its keepalive deadline"
-            while self._requests:
-                asked = self._requests.popleft()
-                if asked.WhichOneof("kind") == "resync":
-                    await self._send_full_map(feed, subscriber)
-                else:
-                    await self._rotate_key(subscriber, asked.rotate_key)
-            for item in subscriber.take():
-                if not await self._deliver(feed, subscriber, item):
-                    if isinstance(item, ReconnectRequest):
-                        return "coordinator shutting down"
-                    return "node revoked"
-            if not woken:
-                await self._send_keepalive()
+        try:
+            while True:
+                await subscriber.wake.wait()
+                subscriber.wake.clear()
+                if self._ended.is_set():
+                    return "node closed the stream"
+                if time.monotonic() - self._last_heard > deadline:
+                    return "node silent past its keepalive deadline"
+                while self._requests:
+                    asked = self._requests.popleft()
+                    if asked.WhichOneof("kind") == "resync":
+                        await self._send_full_map(feed, subscriber)
+                    else:
+                        await self._rotate_key(subscriber, asked.rotate_key)
+                for item in subscriber.take():
+                    if not await self._deliver(feed, subscriber, item):
+                        if isinstance(item, ReconnectRequest):
+                            return "coordinator shutting down"
+                        return "node revoked"
+                if beat.owed:
+                    await self._send_keepalive()
+                    clock.sent(beat)
+        finally:
+            clock.stop(beat)
 
     def _update_endpoints(
         self, subscriber: Subscriber, update: mesh_pb2.EndpointUpdate
@@ -399,7 +407,7 @@ class NodeStream:
             return  # already covered by the map this stream was sent
         if item.from_version == subscriber.version:
             await self._write(item.encoded)
-            metrics.FANOUT_LATENCY.observe(time.perf_counter() - item.read_at)
+            _FANOUT_LATENCY.observe(time.perf_counter() - item.read_at)
         elif item.from_version < subscriber.version:
             rest = tuple(c for c in item.changes if c.version > subscriber.version)
             delta = peermap.compose_delta(subscriber.version, rest)
@@ -407,7 +415,7 @@ class NodeStream:
         else:
             await self._send_full_map(feed, subscriber)
             return
-        metrics.MAPS_SENT.labels("delta").inc()
+        _DELTAS_SENT.inc()
         subscriber.version = item.to_version
 
     async def _send_keepalive(self) -> None:
