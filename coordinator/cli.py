@@ -132,10 +132,10 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> s
     show_envvar=True,
     envvar="RUNMESH_COALESCE_MS",
     type=click.IntRange(0, 5000),
-    default=20,
+    default=round(Coalescing.quiet * 1000),
     show_default=True,
-    help="Deliver changes once the log was quiet this long (max 12x later; "
-    "in a burst of changes 5x as quiet, max 25x later).",
+    help="Deliver changes once the log was quiet this long (max 25x later; "
+    "in a burst of changes 10x as quiet, max 50x later).",
 )
 @click.option(
     "--presence-grace",
@@ -170,7 +170,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> s
     show_envvar=True,
     envvar="RUNMESH_KEEPALIVE",
     type=click.FloatRange(0.5, 600),
-    default=15.0,
+    default=Settings.keepalive_interval,
     show_default=True,
     help="Seconds between keepalives on each Sync stream.",
 )
@@ -284,12 +284,7 @@ def serve(
         link_ttl=dt.timedelta(seconds=link_ttl),
         link_interval=link_interval,
         keepalive_interval=keepalive,
-        coalescing=Coalescing(
-            quiet=coalesce_ms / 1000,
-            max_delay=max(0.05, 12 * coalesce_ms / 1000),
-            burst_quiet=5 * coalesce_ms / 1000,
-            burst_max_delay=max(0.1, 25 * coalesce_ms / 1000),
-        ),
+        coalescing=Coalescing.from_quiet(coalesce_ms / 1000),
         presence=PresenceTiming(grace=presence_grace, heartbeat=presence_heartbeat),
         change_retention=dt.timedelta(seconds=change_retention),
         stream_queue_limit=stream_queue_limit,

@@ -65,11 +65,22 @@ class Coalescing:
     burst becomes a few deltas per node instead of one per change.
     """
 
-    quiet: float = 0.02
+    quiet: float = 0.01
     max_delay: float = 0.25
     burst_window: float = 1.0
     burst_quiet: float = 0.1
     burst_max_delay: float = 0.5
+
+    @classmethod
+    def from_quiet(cls, quiet: float) -> Coalescing:
+        """The rules for one setting of ``--coalesce-ms``: everything else
+        in proportion, as the defaults are to 10 ms."""
+        return cls(
+            quiet=quiet,
+            max_delay=max(0.05, 25 * quiet),
+            burst_quiet=10 * quiet,
+            burst_max_delay=max(0.1, 50 * quiet),
+        )
 
 
 @dataclass(frozen=True)
