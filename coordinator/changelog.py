@@ -6,12 +6,22 @@ streams are fed from this log, not from in-process callbacks, so whatever
 commits a change (this process, another replica, the operator's CLI) the
 streams learn of it the same way, and a node that was away gets exactly the
 versions it missed.
+
+A change this process committed is the very row it wrote, so reading it
+back is a round trip for nothing (2-3 ms on the path of every delta, here).
+``RecentCommits`` keeps the rows of this process's last commits; a feed
+takes its next changes from there when they follow its version without a
+gap, and reads the log in every other case.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+import collections
+import threading
+from collections.abc import Iterable
+
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator import peermap
 from coordinator.changes import Change, ChangeOp
@@ -46,6 +56,8 @@ def record_change(
             created_at=utcnow(),
         )
     )
+    change = Change(org.mesh_version, op, node.id, key, peer)
+    session.info.setdefault(_UNCOMMITTED, []).append((org.id, change))
     return org.mesh_version
 
 
@@ -72,3 +84,60 @@ def _change_of(row: MeshChange) -> Change:
         public_key=row.public_key,
         peer=peer,
     )
+
+
+_UNCOMMITTED = "runmesh.uncommitted_changes"
+
+
+class RecentCommits:
+    """The change rows this process committed lately, by org and version.
+
+    Filled from the writers' threads after each commit (see
+    ``remember_commits``), read by the feeds on the event loop.
+    """
+
+    def __init__(self, per_org: int = 1024) -> None:
+        self._per_org = per_org
+        self._lock = threading.Lock()
+        self._orgs: dict[str, collections.OrderedDict[int, Change]] = {}
+
+    def add(self, changes: Iterable[tuple[str, Change]]) -> None:
+        with self._lock:
+            for org_id, change in changes:
+                kept = self._orgs.setdefault(org_id, collections.OrderedDict())
+                kept[change.version] = change
+                while len(kept) > self._per_org:
+                    kept.popitem(last=False)
+
+    def following(self, org_id: str, version: int) -> list[Change]:
+        """The changes right after ``version`` with no gap (maybe none).
+
+        Whatever is at or below ``version`` has been delivered and is
+        dropped. An empty answer says nothing about the log: read it.
+        """
+        with self._lock:
+            kept = self._orgs.get(org_id)
+            if not kept:
+                return []
+            for old in [v for v in kept if v <= version]:
+                del kept[old]
+            run: list[Change] = []
+            while (change := kept.get(version + len(run) + 1)) is not None:
+                run.append(change)
+            return run
+
+
+def remember_commits(sessions: sessionmaker[Session], recent: RecentCommits) -> None:
+    """Keep in ``recent`` what each session made by ``sessions`` commits.
+
+    Only a commit that succeeded adds anything: a unit of work that rolled
+    back (and may be retried in a fresh session) leaves nothing behind.
+    """
+
+    @event.listens_for(sessions, "after_commit")
+    def _committed(session: Session) -> None:
+        recent.add(session.info.pop(_UNCOMMITTED, ()))
+
+    @event.listens_for(sessions, "after_rollback")
+    def _rolled_back(session: Session) -> None:
+        session.info.pop(_UNCOMMITTED, None)

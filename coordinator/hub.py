@@ -183,8 +183,11 @@ class OrgFeed:
         readers: Database,
         coalescing: Coalescing,
         on_broadcast: Callable[[Broadcast, int], None] | None = None,
+        recent: changelog.RecentCommits | None = None,
     ) -> None:
         self.org_id = org_id
+        # Changes this process committed, taken without reading them back.
+        self._recent = recent or changelog.RecentCommits()
         self.version = 0
         self.subscribers: dict[int, Subscriber] = {}
         self._readers = readers
@@ -297,12 +300,16 @@ class OrgFeed:
 
     async def _deliver_new_changes(self) -> None:
         since = self.version
-        changes = tuple(
-            await read(
-                self._readers,
-                lambda session: changelog.changes_since(session, self.org_id, since),
+        changes = tuple(self._recent.following(self.org_id, since))
+        if not changes:
+            changes = tuple(
+                await read(
+                    self._readers,
+                    lambda session: changelog.changes_since(
+                        session, self.org_id, since
+                    ),
+                )
             )
-        )
         if not changes:
             return
         self._delivered_at = time.monotonic()
@@ -350,8 +357,10 @@ class Hub:
         coalescing: Coalescing | None = None,
         on_broadcast: Callable[[Broadcast, int], None] | None = None,
         queue_limit: int = QUEUE_LIMIT,
+        recent: changelog.RecentCommits | None = None,
     ) -> None:
         self._readers = readers
+        self._recent = recent
         self._queue_limit = queue_limit
         self._coalescing = coalescing or Coalescing()
         self._on_broadcast = on_broadcast
@@ -369,7 +378,13 @@ class Hub:
         future: asyncio.Future[OrgFeed] = asyncio.get_running_loop().create_future()
         self._starting[org_id] = future
         try:
-            feed = OrgFeed(org_id, self._readers, self._coalescing, self._on_broadcast)
+            feed = OrgFeed(
+                org_id,
+                self._readers,
+                self._coalescing,
+                self._on_broadcast,
+                self._recent,
+            )
             await feed.start()
             self._feeds[org_id] = feed
             future.set_result(feed)

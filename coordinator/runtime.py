@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coordinator import db, nodeauth, schema
+from coordinator import changelog, db, nodeauth, schema
 from coordinator.approvals import ApprovalQueue
 from coordinator.gate import SetupGate
 from coordinator.hub import Hub
@@ -55,7 +55,14 @@ async def open_runtime(db_url: str, settings: Settings, migrate: bool) -> Runtim
         raise
     readers = db.open_database(db_url, for_writes=False)
     identity = await in_transaction(sessions, nodeauth.load_or_create_identity)
-    hub = Hub(readers, settings.coalescing, queue_limit=settings.stream_queue_limit)
+    recent = changelog.RecentCommits()
+    changelog.remember_commits(sessions.sessions, recent)
+    hub = Hub(
+        readers,
+        settings.coalescing,
+        queue_limit=settings.stream_queue_limit,
+        recent=recent,
+    )
     presence = Presence(sessions, hub, settings.presence)
     await presence.start()
     streams = StreamDeps(
