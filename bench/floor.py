@@ -2,11 +2,12 @@
 
 ``python -m bench.floor --port P`` serves two methods. ``Hold`` (unary
 request, stream response) sends initial metadata, so the client knows the
-stream is open, then waits for one event and writes one pre-built message.
-``Fire`` (unary) takes the bytes to send — the benchmark passes the very
-delta RunMesh sent — and sets the event. Both use passthrough
-serializers, so no time goes into protobuf on the server: this is what
-pushing one message to N open streams costs in grpc.aio on this machine.
+stream is open, then, for every round, waits for the round's event and
+writes the round's pre-built message. ``Fire`` (unary) takes the bytes to
+send — the benchmark passes the very delta RunMesh sent — and starts a
+round. Both use passthrough serializers, so no time goes into protobuf on
+the server: this is what pushing one message to N open streams costs in
+grpc.aio on this machine.
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ class FloorServer:
 
     async def hold(self, request: bytes, context: Any) -> None:
         await context.send_initial_metadata(())
-        await self.fired.wait()
-        await context.write(self.payload)
-        await asyncio.Event().wait()  # held until the client cancels
+        while True:  # held until the client cancels
+            # Fire swaps in the next round's event before it sets this one.
+            await self.fired.wait()
+            await context.write(self.payload)
 
     async def fire(self, request: bytes, context: Any) -> bytes:
+        fired, self.fired = self.fired, asyncio.Event()
         self.payload = request
-        self.fired.set()
+        fired.set()
         return b""
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
+import itertools
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -42,6 +44,7 @@ from typing import Any, TypeVar
 import grpc
 from nacl.public import PrivateKey
 
+from coordinator.collector import YOUNG_THRESHOLD
 from coordinator.hub import BURST_WRITES_PER_SECOND
 from meshd.backoff import Backoff
 from meshd.channel import CHANNEL_OPTIONS
@@ -473,6 +476,7 @@ class SimNode:
     last_message_at: float = 0.0
     watch_at: float = 0.0
     watch_bytes: int = 0
+    watch_raw: bytes = b""
     task: asyncio.Task[None] | None = None
 
 
@@ -490,8 +494,9 @@ class Worker:
         self.nodes: list[SimNode] = []
         self.linking: list[_Linking] = []
         self.watch_key = ""
-        self.floor_times: list[float] = []
+        self.floor_times: list[list[float]] = []
         self.floor_calls: list[Any] = []
+        self.floor_tasks: list[asyncio.Task[None]] = []
         self.floor_channels: list[grpc.aio.Channel] = []
         self.stopping = False
 
@@ -718,16 +723,22 @@ class Worker:
             keepalive = asyncio.create_task(self._keepalives(node, call))
             while True:
                 raw = await call.read()
+                received_at = time.time()
                 if raw is grpc.aio.EOF:
                     return
-                await self._on_message(node, raw, False)
+                await self._on_message(node, raw, False, received_at)
         finally:
             if keepalive is not None:
                 keepalive.cancel()
             if call is not None:
                 call.cancel()
 
-    async def _on_message(self, node: SimNode, raw: bytes, first: bool) -> None:
+    async def _on_message(
+        self, node: SimNode, raw: bytes, first: bool, received_at: float = 0.0
+    ) -> None:
+        """Parse and apply one message. ``received_at`` is when read()
+        returned it: the watched delta's delivery time, measured where the
+        floor's clients measure theirs."""
         message = mesh_pb2.CoordinatorMessage.FromString(raw)
         kind = message.WhichOneof("kind")
         if kind == "full_map":
@@ -751,8 +762,9 @@ class Worker:
                 node.deltas += 1
             if self.watch_key and not node.watch_at:
                 if any(p.public_key == self.watch_key for p in message.delta.upserted):
-                    node.watch_at = time.time()
+                    node.watch_at = received_at or time.time()
                     node.watch_bytes = len(raw)
+                    node.watch_raw = raw
         elif kind == "revoked":
             self.stopping = True
         if kind in ("full_map", "delta"):
@@ -794,10 +806,12 @@ class Worker:
         return {"deltas": [n.deltas for n in self.nodes]}
 
     async def cmd_watch(self, key: str) -> dict[str, Any]:
+        settle_garbage()
         self.watch_key = key
         for n in self.nodes:
             n.watch_at = 0.0
             n.watch_bytes = 0
+            n.watch_raw = b""
         return {"ok": True}
 
     async def cmd_collect(self, timeout: float) -> dict[str, Any]:
@@ -810,6 +824,8 @@ class Worker:
         return {
             "times": [n.watch_at for n in seen],
             "bytes": sorted({n.watch_bytes for n in seen}),
+            # One copy of the delta as sent, for the floor to push.
+            "raw": seen[0].watch_raw if seen else b"",
             "missing": len(self.nodes) - len(seen),
         }
 
@@ -861,10 +877,14 @@ class Worker:
     # ---- the bare-grpc floor ----
 
     async def cmd_floor_open(
-        self, target: str, count: int, channels: int, timeout: float
+        self, target: str, count: int, channels: int, timeout: float, key: str
     ) -> dict[str, Any]:
+        """Open ``count`` floor streams. Each message is timed when read()
+        returns it, then parsed and searched for ``key`` as a node does with
+        a delta, so the clients work as hard as in RunMesh's rounds."""
         from bench import floor
 
+        settle_garbage()
         self.floor_channels = [open_channel(target) for _ in range(channels)]
         self.floor_times = []
         opened = 0
@@ -875,8 +895,18 @@ class Worker:
             self.floor_calls.append(call)
             await call.initial_metadata()
             opened += 1
-            if await call.read() is not grpc.aio.EOF:
-                self.floor_times.append(time.time())
+            # The k-th message is the k-th round's.
+            for k in itertools.count():
+                raw = await call.read()
+                if raw is grpc.aio.EOF:
+                    return
+                received_at = time.time()
+                message = mesh_pb2.CoordinatorMessage.FromString(raw)
+                if not any(p.public_key == key for p in message.delta.upserted):
+                    raise RuntimeError("the floor sent something else")
+                while len(self.floor_times) <= k:
+                    self.floor_times.append([])
+                self.floor_times[k].append(received_at)
 
         self.floor_tasks = [asyncio.create_task(one(i)) for i in range(count)]
         deadline = time.monotonic() + timeout
@@ -884,23 +914,49 @@ class Worker:
             await asyncio.sleep(0.05)
         return {"opened": opened}
 
-    async def cmd_floor_collect(self, count: int, timeout: float) -> dict[str, Any]:
+    async def cmd_floor_collect(
+        self, count: int, round_index: int, timeout: float
+    ) -> dict[str, Any]:
+        """The receive times of one round, once all ``count`` came (or timeout)."""
+
+        def got() -> list[float]:
+            rounds = self.floor_times
+            return rounds[round_index] if round_index < len(rounds) else []
+
         deadline = time.monotonic() + timeout
-        while len(self.floor_times) < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        times = list(self.floor_times)
+        while len(got()) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return {"times": list(got())}
+
+    async def cmd_floor_close(self) -> dict[str, Any]:
         for call in self.floor_calls:
             call.cancel()
         await asyncio.gather(*self.floor_tasks, return_exceptions=True)
         for channel in self.floor_channels:
             await channel.close()
-        return {"times": times}
+        self.floor_calls, self.floor_tasks = [], []
+        return {"ok": True}
+
+
+def settle_garbage() -> None:
+    """Collect now and freeze what survives, before a timed round.
+
+    A worker holds the maps of hundreds of nodes (a real node holds one),
+    about a million objects; a collection of those in the middle of a
+    round stalled every stream of that worker for 5-300 ms, which is the
+    harness's cost, not the coordinator's. Young collections are made
+    rarer for the same reason as in the coordinator (see
+    coordinator.collector).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def worker_main(
     conn: multiprocessing.connection.Connection, config: dict[str, Any]
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
     async def main() -> None:
         worker = Worker(conn, config)
