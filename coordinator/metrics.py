@@ -31,7 +31,8 @@ COALESCED_CHANGES = Counter(
 )
 FANOUT_LATENCY = Histogram(
     "runmesh_fanout_latency_seconds",
-    "From reading a change from the log to writing its delta to one stream.",
+    "From taking a change (this process's commits or the log) to writing "
+    "its delta to one stream.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 LINK_REQUESTS = Counter(
