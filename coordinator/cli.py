@@ -17,6 +17,7 @@ from coordinator.ratelimit import Policy
 from coordinator.runtime import open_runtime
 from coordinator.settings import Settings
 from runmesh import logs
+from runmesh.options import FiniteFloatRange
 
 T = TypeVar("T")
 
@@ -141,7 +142,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> s
     "--presence-grace",
     show_envvar=True,
     envvar="RUNMESH_PRESENCE_GRACE",
-    type=click.FloatRange(0, 3600),
+    type=FiniteFloatRange(0, 3600),
     default=10.0,
     show_default=True,
     help="Seconds a node whose stream ended stays online, awaiting a reconnect.",
@@ -150,7 +151,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> s
     "--presence-heartbeat",
     show_envvar=True,
     envvar="RUNMESH_PRESENCE_HEARTBEAT",
-    type=click.FloatRange(0.5, 3600),
+    type=FiniteFloatRange(0.5, 3600),
     default=30.0,
     show_default=True,
     help="Seconds between refreshes of held nodes' last-seen time; a node "
@@ -169,7 +170,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> s
     "--keepalive",
     show_envvar=True,
     envvar="RUNMESH_KEEPALIVE",
-    type=click.FloatRange(0.5, 600),
+    type=FiniteFloatRange(0.5, 600),
     default=Settings.keepalive_interval,
     show_default=True,
     help="Seconds between keepalives on each Sync stream.",
@@ -234,7 +235,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> s
     "--shutdown-grace",
     envvar="RUNMESH_SHUTDOWN_GRACE",
     show_envvar=True,
-    type=click.FloatRange(0, 60),
+    type=FiniteFloatRange(0, 60),
     default=5.0,
     show_default=True,
     help="Seconds in-flight RPCs get to finish on SIGTERM.",

@@ -21,6 +21,7 @@ from gateway.coordinator import DEFAULT_DEADLINE_SECONDS, ChannelSecurity
 from gateway.listener import Listener, ListenError
 from runmesh import logs
 from runmesh.hosts import is_loopback
+from runmesh.options import FiniteFloatRange
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ def main() -> None:
 )
 @click.option(
     "--deadline",
-    type=click.FloatRange(min=0.1, max=300),
+    type=FiniteFloatRange(min=0.1, max=300),
     default=DEFAULT_DEADLINE_SECONDS,
     show_default=True,
     envvar="RUNMESH_GATEWAY_DEADLINE",

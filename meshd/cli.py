@@ -28,6 +28,7 @@ from meshd.wireguard.backend import (
 )
 from meshd.wireguard.kernel import KernelBackend
 from meshd.wireguard.userspace import DEFAULT_LOG_DIR
+from runmesh.options import FiniteFloatRange
 from runmesh.v1 import mesh_pb2
 
 T = TypeVar("T")
@@ -275,7 +276,7 @@ def link(coordinator: str, state_dir: Path, label: str | None) -> None:
     "--reconcile-interval",
     envvar="RUNMESH_RECONCILE_INTERVAL",
     show_envvar=True,
-    type=click.FloatRange(0.5, 3600),
+    type=FiniteFloatRange(0.5, 3600),
     default=10.0,
     show_default=True,
     help="Seconds between checks that the device still matches the map.",
@@ -284,7 +285,7 @@ def link(coordinator: str, state_dir: Path, label: str | None) -> None:
     "--keepalive",
     envvar="RUNMESH_KEEPALIVE",
     show_envvar=True,
-    type=click.FloatRange(0.5, 600),
+    type=FiniteFloatRange(0.5, 600),
     default=25.0,
     show_default=True,
     help="Seconds between keepalives sent to the coordinator.",
@@ -405,7 +406,7 @@ def _interface_from_status(stream: dict[str, Any] | None) -> str:
     "--timeout",
     envvar="RUNMESH_ROTATE_TIMEOUT",
     show_envvar=True,
-    type=click.FloatRange(1, 600),
+    type=FiniteFloatRange(1, 600),
     default=rotation.ROTATE_TIMEOUT,
     show_default=True,
     help="Seconds to wait for the coordinator to confirm the new key.",
