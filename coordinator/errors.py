@@ -20,6 +20,8 @@ gateway maps each to its documented code without guessing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
 
 
@@ -87,3 +89,14 @@ class Overloaded(ResourceExhausted):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = max(1, retry_after)
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """What a request parses to when its bytes are not a valid message of
+    its type (see ``coordinator.rpc.boundary.tolerant_parser``)."""
+
+    type_name: str
+
+    def refuse(self) -> InvalidArgument:
+        return InvalidArgument(f"the request is not a valid {self.type_name}")

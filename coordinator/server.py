@@ -24,9 +24,10 @@ from grpc_reflection.v1alpha import reflection
 from coordinator import collector, housekeeping, schema
 from coordinator.rpc import mesh
 from coordinator.rpc.admin import AdminServicer
+from coordinator.rpc.boundary import add_unary_service
 from coordinator.runtime import Runtime
 from runmesh.hosts import is_loopback
-from runmesh.v1 import admin_pb2, admin_pb2_grpc, mesh_pb2
+from runmesh.v1 import admin_pb2, mesh_pb2
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,11 @@ def build_server(
     listener.check()
     server = grpc.aio.server(options=SERVER_OPTIONS)
     mesh.add_to_server(mesh.MeshServicer(runtime), server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(runtime), server)
+    add_unary_service(
+        server,
+        AdminServicer(runtime),
+        admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if listener.reflection:

@@ -30,7 +30,9 @@ from sqlalchemy.orm import Session
 
 from coordinator import changelog, metrics, nodeauth, nodes, peermap
 from coordinator.errors import (
+    CoordinatorError,
     InvalidArgument,
+    Malformed,
     Overloaded,
     PermissionDenied,
     Unavailable,
@@ -122,6 +124,9 @@ class NodeStream:
         # handled by the writer in order.
         self._requests: collections.deque[mesh_pb2.NodeMessage] = collections.deque()
         self._ended = asyncio.Event()
+        # Why the reader refused the node's messages, if it did: the
+        # stream ends with that status, not as if the node had hung up.
+        self._refused: CoordinatorError | None = None
 
     async def run(self) -> None:
         reader = asyncio.create_task(self._read())
@@ -135,6 +140,8 @@ class NodeStream:
     async def _read(self) -> None:
         try:
             async for message in self._incoming:
+                if isinstance(message, Malformed):
+                    raise message.refuse()
                 self._last_heard = time.monotonic()
                 kind = message.WhichOneof("kind")
                 if kind == "hello" and not self._hello.done():
@@ -146,9 +153,16 @@ class NodeStream:
                     self._wake_writer()
                 elif kind == "endpoints" and self._subscriber is not None:
                     self._update_endpoints(self._subscriber, message.endpoints)
+        except CoordinatorError as exc:
+            self._refused = exc
         finally:
             self._ended.set()
             self._wake_writer()
+
+    def _raise_refusal(self) -> None:
+        """The reader stopped: raise why, if it refused something."""
+        if self._refused is not None:
+            raise self._refused
 
     def _wake_writer(self) -> None:
         if self._subscriber is not None:
@@ -225,6 +239,7 @@ class NodeStream:
             return self._hello.result()
         if not done:
             raise PermissionDenied("no hello within the time allowed")
+        self._raise_refusal()
         return None
 
     async def _authenticate(self, hello: mesh_pb2.Hello, nonce: bytes) -> Node:
@@ -319,6 +334,7 @@ class NodeStream:
                 await subscriber.wake.wait()
                 subscriber.wake.clear()
                 if self._ended.is_set():
+                    self._raise_refusal()
                     return "node closed the stream"
                 if time.monotonic() - self._last_heard > deadline:
                     return "node silent past its keepalive deadline"

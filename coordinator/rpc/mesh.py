@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from coordinator import linking, metrics
 from coordinator.errors import InvalidArgument, NotFound
 from coordinator.models import LinkRequest, LinkState, Node
-from coordinator.rpc.boundary import Context, translate_errors
+from coordinator.rpc.boundary import Context, tolerant_parser, translate_errors
 from coordinator.rpc.convert import node_message, timestamp
 from coordinator.rpc.credentials import peer_ip, source_of
 from coordinator.runtime import Runtime
@@ -150,17 +150,17 @@ def add_to_server(servicer: MeshServicer, server: grpc.aio.Server) -> None:
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "StartLink": grpc.unary_unary_rpc_method_handler(
             servicer.StartLink,
-            request_deserializer=mesh_pb2.StartLinkRequest.FromString,
+            request_deserializer=tolerant_parser(mesh_pb2.StartLinkRequest),
             response_serializer=mesh_pb2.StartLinkResponse.SerializeToString,
         ),
         "PollLink": grpc.unary_unary_rpc_method_handler(
             servicer.PollLink,
-            request_deserializer=mesh_pb2.PollLinkRequest.FromString,
+            request_deserializer=tolerant_parser(mesh_pb2.PollLinkRequest),
             response_serializer=mesh_pb2.PollLinkResponse.SerializeToString,
         ),
         "Sync": grpc.stream_stream_rpc_method_handler(
             servicer.Sync,
-            request_deserializer=mesh_pb2.NodeMessage.FromString,
+            request_deserializer=tolerant_parser(mesh_pb2.NodeMessage),
             response_serializer=passthrough,
         ),
     }

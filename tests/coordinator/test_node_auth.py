@@ -14,6 +14,7 @@ import itertools
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import grpc
@@ -417,3 +418,81 @@ async def test_a_node_is_not_sent_the_changes_of_another_org(
 
     delta = await watcher.next_delta()
     assert [p.public_key for p in delta.upserted] == [newcomer.public_key]
+
+
+# ---- bytes that are not a message ----
+
+CORRUPT = b"\x0a\xff\xff\xff\xff\x0f"  # a length prefix far past the end
+
+
+def _raw_call(channel: grpc.aio.Channel, method: str) -> Any:
+    return channel.unary_unary(
+        method, request_serializer=lambda raw: raw, response_deserializer=lambda b: b
+    )
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "/runmesh.v1.MeshService/StartLink",
+        "/runmesh.v1.MeshService/PollLink",
+        "/runmesh.v1.AdminService/ApproveLink",
+        "/runmesh.v1.AdminService/ListNodes",
+        "/runmesh.v1.AdminService/RenameNode",
+    ],
+)
+async def test_a_corrupt_request_is_invalid_argument_and_logs_no_traceback(
+    mesh: Mesh, coordinator: Coordinator, method: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _raw_call(mesh.channel, method)(
+            CORRUPT, metadata=mesh.auth, timeout=READ_TIMEOUT
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "is not a valid" in (refused.value.details() or "")
+    assert "DecodeError" not in (refused.value.details() or "")
+    assert ("runmesh-reason", "invalid_request") in tuple(
+        refused.value.trailing_metadata() or ()
+    )
+    assert "DecodeError" not in coordinator.log()
+
+
+def _raw_sync(
+    mesh: Mesh,
+) -> grpc.aio.StreamStreamCall[bytes, mesh_pb2.CoordinatorMessage]:
+    call = mesh.channel.stream_stream(
+        "/runmesh.v1.MeshService/Sync",
+        request_serializer=lambda raw: raw,
+        response_deserializer=mesh_pb2.CoordinatorMessage.FromString,
+    )()
+    mesh.calls.append(call)  # type: ignore[arg-type]
+    return call
+
+
+async def test_a_corrupt_message_before_the_hello_ends_sync_invalid_argument(
+    mesh: Mesh,
+) -> None:
+    call = _raw_sync(mesh)
+    assert (await call.read()).WhichOneof("kind") == "challenge"
+    await call.write(CORRUPT)
+    assert await refusal(call) == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[arg-type]
+
+
+async def test_a_corrupt_message_after_the_first_map_ends_sync_invalid_argument(
+    mesh: Mesh,
+) -> None:
+    device = await mesh.link("corrupt-later")
+    call = _raw_sync(mesh)
+    challenge = (await call.read()).challenge
+    answer = answer_challenge(
+        device.private_key, challenge.coordinator_public_key, challenge.nonce
+    )
+    hello = mesh_pb2.Hello(public_key=device.public_key, challenge_answer=answer)
+    await call.write(mesh_pb2.NodeMessage(hello=hello).SerializeToString())
+    with anyio.fail_after(READ_TIMEOUT):
+        first = await call.read()
+    assert first.WhichOneof("kind") == "full_map"
+
+    await call.write(CORRUPT)
+
+    assert await refusal(call) == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[arg-type]
