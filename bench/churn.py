@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import time
 
-from bench import simfleet
+from bench import services, simfleet
 from bench.report import emit, note, percentile
 from runmesh.v1 import admin_pb2, admin_pb2_grpc
 
@@ -28,11 +29,11 @@ def main() -> None:
     simfleet.add_fleet_arguments(parser, nodes=1000)
     parser.add_argument("--renames", type=int, default=100)
     args = parser.parse_args()
-    with simfleet.bench_run("churn", args.keep) as stack:
+    with services.bench_run("churn", args.keep) as stack:
         run(args, stack)
 
 
-def run(args: argparse.Namespace, stack: simfleet.contextlib.ExitStack) -> None:
+def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     coordinator, fleet, created, approvals = simfleet.setup(args, stack)
     note("connecting streams ...")
     fleet.call("connect", args=(args.connect_concurrency, 1800), timeout=1900)
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace, stack: simfleet.contextlib.ExitStack) -> None:
         "delivered": bad == 0 and min(counts) >= 1 and renamed_ok and after["settled"],
         "version_before": version_before,
         "version_after": dict(after["versions"]),
-        "loadavg": simfleet.loadavg(),
+        "loadavg": services.loadavg(),
     }
     rows = [
         ("nodes", created),
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace, stack: simfleet.contextlib.ExitStack) -> None:
 
 
 async def _rename(
-    coordinator: simfleet.Coordinator, ids: list[str]
+    coordinator: services.Coordinator, ids: list[str]
 ) -> tuple[list[float], list[float], int]:
     issued: list[float] = []
     done: list[float] = []
@@ -116,7 +117,7 @@ async def _rename(
     return issued, done, failures
 
 
-async def _names(coordinator: simfleet.Coordinator) -> dict[str, str]:
+async def _names(coordinator: services.Coordinator) -> dict[str, str]:
     async with simfleet.open_channel(coordinator.target) as channel:
         return await simfleet.truth(
             admin_pb2_grpc.AdminServiceStub(channel), coordinator.admin_key

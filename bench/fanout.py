@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import signal
 import statistics
 import subprocess
 import sys
 import time
 
-from bench import floor, simfleet
+from bench import floor, services, simfleet
 from bench.report import emit, note, percentile
 from coordinator.hub import BURST_WRITES_PER_SECOND, Coalescing
 from runmesh.v1 import admin_pb2, admin_pb2_grpc, mesh_pb2, mesh_pb2_grpc
@@ -59,13 +61,11 @@ def main() -> None:
     hold = (
         args.hold if args.hold is not None else (60.0 if args.nodes >= 10_000 else 15.0)
     )
-    with simfleet.bench_run("fanout", args.keep) as stack:
+    with services.bench_run("fanout", args.keep) as stack:
         run(args, hold, stack)
 
 
-def run(
-    args: argparse.Namespace, hold: float, stack: simfleet.contextlib.ExitStack
-) -> None:
+def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> None:
     coordinator, fleet, created, approvals_per_s = simfleet.setup(args, stack)
     note("connecting streams ...")
     started = time.perf_counter()
@@ -84,18 +84,18 @@ def run(
     )
     note(f"holding {hold:.0f}s ...")
 
-    cpu0, wall0 = simfleet.cpu_seconds(coordinator.pid), time.monotonic()
+    cpu0, wall0 = services.cpu_seconds(coordinator.pid), time.monotonic()
     time.sleep(hold)
     cpu_idle = (
-        (simfleet.cpu_seconds(coordinator.pid) - cpu0)
+        (services.cpu_seconds(coordinator.pid) - cpu0)
         / (time.monotonic() - wall0)
         * 100
     )
-    rss, peak = simfleet.memory_mib(coordinator.pid)
+    rss, peak = services.memory_mib(coordinator.pid)
     held = fleet.status()
     dropped = held["streams_ended"] + (held["nodes"] - held["up"])
     fleet.call("stop_streams", timeout=300)
-    coordinator.kill(simfleet.signal.SIGTERM)
+    coordinator.kill(signal.SIGTERM)
 
     sizes = sorted({b for j in joins for b in j.sizes})
     floor_rounds: list[list[float]] = []
@@ -132,7 +132,7 @@ def run(
         "peak_rss_mib": peak,
         "floor_received": min((len(r) for r in floor_rounds), default=0),
         "hold_s": hold,
-        "loadavg": simfleet.loadavg(),
+        "loadavg": services.loadavg(),
     }
     rows = [
         ("nodes (streams)", created),
@@ -175,7 +175,7 @@ def calm_seconds(nodes: int) -> float:
 
 
 def _join(
-    coordinator: simfleet.Coordinator, fleet: simfleet.Fleet, nodes: int, n: int
+    coordinator: services.Coordinator, fleet: simfleet.Fleet, nodes: int, n: int
 ) -> Join:
     # The newcomer starts its link first; only its approval is timed.
     code, key = asyncio.run(_start_link(coordinator.target))
@@ -228,18 +228,18 @@ def run_floor(
     fleet: simfleet.Fleet,
     args: argparse.Namespace,
     count: int,
-    stack: simfleet.contextlib.ExitStack,
+    stack: contextlib.ExitStack,
     join: Join,
 ) -> list[list[float]]:
     """Each round's latencies (ms) on the bare server, rounds as RunMesh's,
     pushing the bytes of the delta RunMesh sent in ``join``."""
-    port = simfleet.free_port()
+    port = services.free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.floor", "--port", str(port)],
         start_new_session=True,
     )
     stack.callback(_stop, proc)
-    simfleet.wait_for_port(port, 30, proc)
+    services.wait_for_port(port, 30, proc)
     target = f"127.0.0.1:{port}"
     note(f"floor: opening {count} streams ...")
     opened = fleet.call(

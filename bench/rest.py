@@ -12,11 +12,12 @@ nextCursor to page ``--deep-page``), and GET /v1/runmesh/overview.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import httpx
 
-from bench import simfleet
+from bench import services, simfleet
 from bench.report import emit, note, percentile
 
 
@@ -28,13 +29,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--deep-page", type=int, default=90)
     args = parser.parse_args()
-    with simfleet.bench_run("rest", args.keep) as stack:
+    with services.bench_run("rest", args.keep) as stack:
         run(args, stack)
 
 
-def run(args: argparse.Namespace, stack: simfleet.contextlib.ExitStack) -> None:
+def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     coordinator, fleet, created, approvals = simfleet.setup(args, stack)
-    gateway = simfleet.Gateway(stack.workdir, coordinator.target)  # type: ignore[attr-defined]
+    gateway = services.Gateway(stack.workdir, coordinator.target)  # type: ignore[attr-defined]
     stack.callback(gateway.stop)
     with httpx.Client(
         base_url=f"http://127.0.0.1:{gateway.port}/v1/runmesh",
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace, stack: simfleet.contextlib.ExitStack) -> None:
         "answered": len(lists) + len(deep) + len(over),
         "requests": 3 * args.requests,
         "approvals_per_s": approvals,
-        "loadavg": simfleet.loadavg(),
+        "loadavg": services.loadavg(),
     }
     rows = [
         ("nodes", created),

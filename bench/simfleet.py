@@ -1,7 +1,7 @@
-"""A simulated fleet: a real coordinator process and real nodes in workers.
+"""A simulated fleet: real nodes in worker processes, against a coordinator.
 
-The parent process starts ``runmesh-coordinator serve`` on a loopback port
-and a few worker processes (spawned, so every channel is created after the
+The parent process starts the coordinator (``bench.services``) and a few
+worker processes (spawned, so every channel is created after the
 process starts). Each worker holds a share of the nodes: real X25519 keys,
 links through StartLink -> ApproveLink -> PollLink, and Sync streams that
 answer the challenge, resume with their last version and apply every map
@@ -28,22 +28,19 @@ import gc
 import itertools
 import multiprocessing
 import multiprocessing.connection
-import os
 import random
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 from nacl.public import PrivateKey
 
+from bench.services import Coordinator
 from coordinator.collector import YOUNG_THRESHOLD
 from coordinator.hub import BURST_WRITES_PER_SECOND
 from meshd.backoff import Backoff
@@ -54,7 +51,6 @@ from runmesh.v1 import admin_pb2, admin_pb2_grpc, mesh_pb2, mesh_pb2_grpc, node_
 
 T = TypeVar("T")
 
-BIN = Path(sys.executable).parent
 SYNC_METHOD = "/runmesh.v1.MeshService/Sync"
 
 # meshd opens a fresh channel for every attempt, so it reconnects as soon as
@@ -70,205 +66,6 @@ BENCH_CHANNEL_OPTIONS: list[tuple[str, int]] = [
     # share one subchannel (one TCP connection) inside a process.
     ("grpc.use_local_subchannel_pool", 1),
 ]
-
-
-# ---------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"process exited with {proc.returncode} before listening"
-            )
-        with contextlib.suppress(OSError):
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        time.sleep(0.02)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def memory_mib(pid: int) -> tuple[float, float]:
-    """(current RSS, peak RSS) of a process, in MiB."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    values = {}
-    for line in status.splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            values[name] = int(rest.split()[0]) / 1024
-    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
-
-
-class Coordinator:
-    """``runmesh-coordinator serve`` on a fresh SQLite database."""
-
-    FLAGS = [
-        "--link-starts-per-minute",
-        "1000000",  # the CLI caps it at 1,000,000
-        "--failed-approvals-per-minute",
-        "1000000",
-        "--link-interval",
-        "1",
-    ]
-
-    def __init__(self, workdir: Path, extra: Sequence[str] = ()) -> None:
-        self.workdir = workdir
-        self.db_url = f"sqlite:///{workdir / 'x.db'}"
-        self.port = free_port()
-        self.extra = list(extra)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    admin_key = ""
-
-    def adopt(self, directory: Path) -> str:
-        """Start from a saved fleet (see ``Fleet.save``); returns its admin key."""
-        import shutil
-
-        for suffix in ("", "-wal", "-shm"):
-            source = directory / f"x.db{suffix}"
-            if source.exists():
-                shutil.copy(source, self.workdir / f"x.db{suffix}")
-        self.admin_key = (directory / "admin_key").read_text().strip()
-        return self.admin_key
-
-    def create_key(self) -> str:
-        done = subprocess.run(
-            [
-                str(BIN / "runmesh-coordinator"),
-                "keys",
-                "create",
-                "--db",
-                self.db_url,
-                "--org",
-                "bench",
-                "--user",
-                "admin@bench.test",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"keys create failed: {done.stderr}")
-        self.admin_key = done.stdout.strip()
-        return self.admin_key
-
-    def start(self) -> float:
-        """Start the server; returns time.time() just before it was launched."""
-        self.starts += 1
-        log = (self.workdir / f"coordinator-{self.starts}.log").open("ab")
-        argv = [
-            str(BIN / "runmesh-coordinator"),
-            "--log-level",
-            "warning",
-            "serve",
-            "--db",
-            self.db_url,
-            "--listen",
-            self.target,
-            *self.FLAGS,
-            *self.extra,
-        ]
-        launched = time.time()
-        self.proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        wait_for_port(self.port, 60, self.proc)
-        return launched
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def log_tail(self, lines: int = 30) -> str:
-        path = self.workdir / f"coordinator-{self.starts}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-class Gateway:
-    def __init__(self, workdir: Path, coordinator: str) -> None:
-        self.port = free_port()
-        log = (workdir / "gateway.log").open("ab")
-        self.proc = subprocess.Popen(
-            [
-                str(BIN / "runmesh-gateway"),
-                "serve",
-                "--coordinator",
-                coordinator,
-                "--listen",
-                f"127.0.0.1:{self.port}",
-                "--log-level",
-                "warning",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_for_port(self.port, 60, self.proc)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-@contextlib.contextmanager
-def bench_run(prefix: str, keep: bool = False) -> Iterator[contextlib.ExitStack]:
-    """A work directory and a clean-up stack, unwound also on Ctrl-C/SIGTERM."""
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    with contextlib.ExitStack() as stack:
-        workdir = Path(tempfile.mkdtemp(prefix=f"runmesh-{prefix}-"))
-        if not keep:
-            stack.callback(_remove_tree, workdir)
-        stack.enter_context(contextlib.nullcontext())
-        stack.workdir = workdir  # type: ignore[attr-defined]
-        try:
-            yield stack
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 # ------------------------------------------------------------ admin client
@@ -1227,10 +1024,6 @@ def setup(
         fleet.save(coordinator, args.save_fleet)
         note(f"saved the fleet to {args.save_fleet}")
     return coordinator, fleet, made.created, made.approvals_per_s
-
-
-def loadavg() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def verify_count(args: Any) -> int:

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import time
 
-from bench import simfleet
+from bench import services, simfleet
 from bench.report import emit, note
 from runmesh.v1 import admin_pb2_grpc, mesh_pb2_grpc
 
@@ -40,11 +41,11 @@ def main() -> None:
         help="give up converging after this many seconds",
     )
     args = parser.parse_args()
-    with simfleet.bench_run("storm", args.keep) as stack:
+    with services.bench_run("storm", args.keep) as stack:
         run(args, stack)
 
 
-def run(args: argparse.Namespace, stack: simfleet.contextlib.ExitStack) -> None:
+def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     coordinator, fleet, created, approvals = simfleet.setup(args, stack)
     observer = asyncio.run(_link_observer(coordinator))
     note("connecting streams ...")
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace, stack: simfleet.contextlib.ExitStack) -> None:
         "gaps": status["gaps"],
         "restart_listening_s": listening,
         "approvals_per_s": approvals,
-        "loadavg": simfleet.loadavg(),
+        "loadavg": services.loadavg(),
     }
     rows = [
         ("nodes", created),
@@ -114,7 +115,7 @@ def _wait_converged(
         time.sleep(0.1)
 
 
-async def _link_observer(coordinator: simfleet.Coordinator) -> simfleet.Identity:
+async def _link_observer(coordinator: services.Coordinator) -> simfleet.Identity:
     async with simfleet.open_channel(coordinator.target) as channel:
         return await simfleet.link_node(
             mesh_pb2_grpc.MeshServiceStub(channel),
@@ -124,13 +125,13 @@ async def _link_observer(coordinator: simfleet.Coordinator) -> simfleet.Identity
         )
 
 
-async def _observe(coordinator: simfleet.Coordinator, ident: simfleet.Identity):
+async def _observe(coordinator: services.Coordinator, ident: simfleet.Identity):
     async with simfleet.open_channel(coordinator.target) as channel:
         return await simfleet.observe_full_map(channel, ident)
 
 
 async def _verify(
-    coordinator: simfleet.Coordinator,
+    coordinator: services.Coordinator,
     observer: simfleet.Identity,
     fleet: simfleet.Fleet,
 ) -> dict:

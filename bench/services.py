@@ -1,0 +1,224 @@
+"""The processes a benchmark runs and measures, apart from its nodes.
+
+A coordinator (``runmesh-coordinator serve`` on a fresh SQLite database)
+and a gateway, started from this virtual environment's scripts on loopback
+ports; their CPU and memory read from ``/proc``; and the work directory of
+one benchmark run, removed when it ends (also on SIGTERM). The nodes that
+drive them are in ``bench.simfleet``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"process exited with {proc.returncode} before listening"
+            )
+        with contextlib.suppress(OSError):
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def memory_mib(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) of a process, in MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    values = {}
+    for line in status.splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            values[name] = int(rest.split()[0]) / 1024
+    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+
+
+class Coordinator:
+    """``runmesh-coordinator serve`` on a fresh SQLite database."""
+
+    FLAGS = [
+        "--link-starts-per-minute",
+        "1000000",  # the CLI caps it at 1,000,000
+        "--failed-approvals-per-minute",
+        "1000000",
+        "--link-interval",
+        "1",
+    ]
+
+    def __init__(self, workdir: Path, extra: Sequence[str] = ()) -> None:
+        self.workdir = workdir
+        self.db_url = f"sqlite:///{workdir / 'x.db'}"
+        self.port = free_port()
+        self.extra = list(extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    admin_key = ""
+
+    def adopt(self, directory: Path) -> str:
+        """Start from a saved fleet (see ``Fleet.save``); returns its admin key."""
+        import shutil
+
+        for suffix in ("", "-wal", "-shm"):
+            source = directory / f"x.db{suffix}"
+            if source.exists():
+                shutil.copy(source, self.workdir / f"x.db{suffix}")
+        self.admin_key = (directory / "admin_key").read_text().strip()
+        return self.admin_key
+
+    def create_key(self) -> str:
+        done = subprocess.run(
+            [
+                str(BIN / "runmesh-coordinator"),
+                "keys",
+                "create",
+                "--db",
+                self.db_url,
+                "--org",
+                "bench",
+                "--user",
+                "admin@bench.test",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"keys create failed: {done.stderr}")
+        self.admin_key = done.stdout.strip()
+        return self.admin_key
+
+    def start(self) -> float:
+        """Start the server; returns time.time() just before it was launched."""
+        self.starts += 1
+        log = (self.workdir / f"coordinator-{self.starts}.log").open("ab")
+        argv = [
+            str(BIN / "runmesh-coordinator"),
+            "--log-level",
+            "warning",
+            "serve",
+            "--db",
+            self.db_url,
+            "--listen",
+            self.target,
+            *self.FLAGS,
+            *self.extra,
+        ]
+        launched = time.time()
+        self.proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_for_port(self.port, 60, self.proc)
+        return launched
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        path = self.workdir / f"coordinator-{self.starts}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class Gateway:
+    def __init__(self, workdir: Path, coordinator: str) -> None:
+        self.port = free_port()
+        log = (workdir / "gateway.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "runmesh-gateway"),
+                "serve",
+                "--coordinator",
+                coordinator,
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--log-level",
+                "warning",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for_port(self.port, 60, self.proc)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@contextlib.contextmanager
+def bench_run(prefix: str, keep: bool = False) -> Iterator[contextlib.ExitStack]:
+    """A work directory and a clean-up stack, unwound also on Ctrl-C/SIGTERM."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    with contextlib.ExitStack() as stack:
+        workdir = Path(tempfile.mkdtemp(prefix=f"runmesh-{prefix}-"))
+        if not keep:
+            stack.callback(_remove_tree, workdir)
+        stack.enter_context(contextlib.nullcontext())
+        stack.workdir = workdir  # type: ignore[attr-defined]
+        try:
+            yield stack
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
