@@ -1,7 +1,7 @@
 """meshd's error tree.
 
     MeshdError                 a message for the operator; exit non-zero
-    ├── StateError             the state directory is missing, unreadable or broken
+    ├── StateError             the state directory is missing, unreadable, broken
     ├── NodeRevoked            the coordinator revoked this node
     └── LinkFailed             the link code expired or was denied
 

@@ -184,7 +184,7 @@ class Mesh:
         return Stream(call, message.full_map, answer, version=message.full_map.version)
 
 
-async def refusal(call: SyncCall) -> grpc.StatusCode:
+async def refusal(call: grpc.aio.StreamStreamCall[Any, Any]) -> grpc.StatusCode:
     """Read the stream to its end and return the status it ended with."""
     with anyio.fail_after(READ_TIMEOUT):
         try:
@@ -475,7 +475,7 @@ async def test_a_corrupt_message_before_the_hello_ends_sync_invalid_argument(
     call = _raw_sync(mesh)
     assert (await call.read()).WhichOneof("kind") == "challenge"
     await call.write(CORRUPT)
-    assert await refusal(call) == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[arg-type]
+    assert await refusal(call) == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_a_corrupt_message_after_the_first_map_ends_sync_invalid_argument(
@@ -495,4 +495,4 @@ async def test_a_corrupt_message_after_the_first_map_ends_sync_invalid_argument(
 
     await call.write(CORRUPT)
 
-    assert await refusal(call) == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[arg-type]
+    assert await refusal(call) == grpc.StatusCode.INVALID_ARGUMENT
