@@ -14,9 +14,12 @@ coordinator, and streams that ended. Last, the floor: the same number of
 streams from the same client processes against a bare grpc.aio server
 (bench.floor) pushing the very bytes of the delta RunMesh sent, the same
 number of rounds, timed the same way; its clients parse each message and
-look for the new peer in it, as the nodes do. The machine is noisy, so
-each side's figure is the median of its rounds (every round is reported
-too), and the ratio is of the medians.
+look for the new peer in it, as the nodes do. The floor is taken twice:
+with bidirectional streams whose server keeps a read pending, the shape of
+Sync, which ``ratio`` compares with; and with server streams, which
+grpc.aio writes more cheaply (``ratio_server_stream``). The machine is
+noisy, so each figure is the median of its rounds (every round is reported
+too), and a ratio is of the medians.
 """
 
 from __future__ import annotations
@@ -98,14 +101,17 @@ def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> N
     coordinator.kill(signal.SIGTERM)
 
     sizes = sorted({b for j in joins for b in j.sizes})
-    floor_rounds: list[list[float]] = []
+    floors: dict[str, list[list[float]]] = {shape: [] for shape in floor.SHAPES}
     if not args.no_floor and joins[-1].raw:
-        floor_rounds = run_floor(fleet, args, created, stack, joins[-1])
+        for shape in floor.SHAPES:
+            floors[shape] = run_floor(fleet, args, created, stack, joins[-1], shape)
 
     rounds_p99 = [percentile(j.latencies_ms, 99) for j in joins]
-    floor_p99s = [percentile(r, 99) for r in floor_rounds]
     p99 = statistics.median(rounds_p99)
-    floor_p99 = statistics.median(floor_p99s) if floor_p99s else float("nan")
+    floor_p99s = [percentile(r, 99) for r in floors["bidi"]]
+    floor_p99 = _median(floor_p99s)
+    server_stream_p99s = [percentile(r, 99) for r in floors["server-stream"]]
+    server_stream_p99 = _median(server_stream_p99s)
     received = min(len(j.latencies_ms) for j in joins)
     missing = max(j.missing for j in joins)
     result = {
@@ -114,9 +120,7 @@ def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> N
         "p99_ms": p99,
         "max_ms": max(max(j.latencies_ms, default=float("nan")) for j in joins),
         "floor_p99_ms": floor_p99,
-        "ratio": p99 / floor_p99
-        if floor_p99 == floor_p99 and floor_p99 > 0
-        else float("nan"),
+        "ratio": _ratio(p99, floor_p99),
         "delta_bytes": sizes[0] if len(sizes) == 1 else sizes,
         "rss_mib": rss,
         "cpu_idle_pct": cpu_idle,
@@ -128,9 +132,14 @@ def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> N
         "rounds": len(joins),
         "rounds_p99_ms": rounds_p99,
         "floor_rounds_p99_ms": floor_p99s,
+        "floor_server_stream_p99_ms": server_stream_p99,
+        "ratio_server_stream": _ratio(p99, server_stream_p99),
+        "floor_server_stream_rounds_p99_ms": server_stream_p99s,
         "connect_s": connect_s,
         "peak_rss_mib": peak,
-        "floor_received": min((len(r) for r in floor_rounds), default=0),
+        "floor_received": min(
+            (len(r) for rounds in floors.values() for r in rounds), default=0
+        ),
         "hold_s": hold,
         "loadavg": services.loadavg(),
     }
@@ -145,15 +154,26 @@ def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> N
         ("  p99 ms (median of rounds)", p99),
         ("  p99 ms of each round", " ".join(f"{v:.0f}" for v in rounds_p99)),
         ("  max ms (all rounds)", result["max_ms"]),
-        ("floor (bare grpc.aio) p99 ms (median)", floor_p99),
+        ("floor (bare grpc.aio, bidi as Sync) p99 ms", floor_p99),
         ("  p99 ms of each round", " ".join(f"{v:.0f}" for v in floor_p99s)),
         ("ratio p99 / floor p99", result["ratio"]),
+        ("floor with server streams p99 ms", server_stream_p99),
+        ("  p99 ms of each round", " ".join(f"{v:.0f}" for v in server_stream_p99s)),
+        ("ratio p99 / server-stream floor p99", result["ratio_server_stream"]),
         (f"hold {hold:.0f}s: coordinator CPU % of a core", cpu_idle),
         ("coordinator RSS MiB (peak)", f"{rss:.0f} ({peak:.0f})"),
         ("streams dropped during hold", dropped),
         ("machine load average (2 cores)", result["loadavg"]),
     ]
     emit(f"bench.fanout --nodes {args.nodes}", rows, result)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _ratio(p99: float, floor_p99: float) -> float:
+    return p99 / floor_p99 if floor_p99 == floor_p99 and floor_p99 > 0 else float("nan")
 
 
 @dataclasses.dataclass
@@ -230,9 +250,11 @@ def run_floor(
     count: int,
     stack: contextlib.ExitStack,
     join: Join,
+    shape: str,
 ) -> list[list[float]]:
-    """Each round's latencies (ms) on the bare server, rounds as RunMesh's,
-    pushing the bytes of the delta RunMesh sent in ``join``."""
+    """Each round's latencies (ms) on the bare server with streams of
+    ``shape``, rounds as RunMesh's, pushing the bytes of the delta RunMesh
+    sent in ``join``."""
     port = services.free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.floor", "--port", str(port)],
@@ -241,13 +263,16 @@ def run_floor(
     stack.callback(_stop, proc)
     services.wait_for_port(port, 30, proc)
     target = f"127.0.0.1:{port}"
-    note(f"floor: opening {count} streams ...")
+    note(f"floor ({shape}): opening {count} streams ...")
     opened = fleet.call(
         "floor_open",
-        [(target, n, args.channels, 600.0, join.key) for n in fleet.split(count)],
+        [
+            (target, n, args.channels, 600.0, join.key, shape)
+            for n in fleet.split(count)
+        ],
         timeout=700,
     )
-    note(f"floor: {sum(r['opened'] for r in opened)} open; firing")
+    note(f"floor ({shape}): {sum(r['opened'] for r in opened)} open; firing")
     payload = join.raw
     rounds = []
     for n in range(args.rounds):

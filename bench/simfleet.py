@@ -674,9 +674,15 @@ class Worker:
     # ---- the bare-grpc floor ----
 
     async def cmd_floor_open(
-        self, target: str, count: int, channels: int, timeout: float, key: str
+        self,
+        target: str,
+        count: int,
+        channels: int,
+        timeout: float,
+        key: str,
+        shape: str,
     ) -> dict[str, Any]:
-        """Open ``count`` floor streams. Each message is timed when read()
+        """Open ``count`` floor streams of ``shape``. Each message is timed when read()
         returns it, then parsed and searched for ``key`` as a node does with
         a delta, so the clients work as hard as in RunMesh's rounds."""
         from bench import floor
@@ -688,7 +694,7 @@ class Worker:
 
         async def one(i: int) -> None:
             nonlocal opened
-            call = floor.open_stream(self.floor_channels[i % channels])
+            call = floor.open_stream(self.floor_channels[i % channels], shape)
             self.floor_calls.append(call)
             await call.initial_metadata()
             opened += 1

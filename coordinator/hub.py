@@ -10,11 +10,12 @@ built and serialised once — for every subscriber of the org:
                  encode one delta ──> each Subscriber's bounded queue
         stream writer: queue ──> grpc write
 
-Changes that arrive close together become one delta: the feed waits until
-the log has been quiet for ``quiet`` seconds, or ``max_delay`` after the
-first change, whichever is first. Full maps come from the feed's peer list
-(never from a query per node); the peer list is encoded once per version
-and shared by every full map at that version.
+A change after a calm is delivered at once. Changes that arrive close
+behind it become one delta: the feed waits until the log has been quiet for
+``quiet`` seconds, or ``max_delay`` after the first change, whichever is
+first; within a burst longer still (see ``Coalescing``). Full maps come
+from the feed's peer list (never from a query per node); the peer list is
+encoded once per version and shared by every full map at that version.
 
 Subscribers have bounded queues; one that falls behind loses its queued
 deltas and is sent one fresh full map instead, so a slow consumer costs
@@ -57,12 +58,19 @@ BURST_WRITES_PER_SECOND = 1_000
 class Coalescing:
     """When the feed delivers what it has found in the log.
 
-    A change that comes after a calm is delivered once the log has been
-    quiet for ``quiet`` (at most ``max_delay`` after it). A change that
-    comes within ``burst_window`` of the last delivery is part of a burst
-    (a script renaming a hundred nodes, a reconnect storm): the feed then
-    waits for ``burst_quiet`` of quiet, at most ``burst_max_delay``, so a
-    burst becomes a few deltas per node instead of one per change.
+    A change after a calm (no delivery for ``burst_window``, nor for as long
+    as one write to every subscriber takes at ``BURST_WRITES_PER_SECOND``)
+    is delivered at once if no other write of this process is under way:
+    the lone change an operator makes is the common case, and waiting would
+    only delay it. Changes close behind that one, or a change after a calm
+    with other writes still coming (a script's hundred renames), are
+    delivered once the log has been quiet for ``quiet`` (at most
+    ``max_delay`` after the first of them). After that, a change within
+    ``burst_window`` of the last delivery is part of a burst (a long
+    script, a reconnect storm): the feed then waits no less than one write
+    per subscriber after the last delivery, then for ``burst_quiet`` of
+    quiet, at most ``burst_max_delay``, so a burst becomes a few deltas per
+    node instead of one per change.
     """
 
     quiet: float = 0.01
@@ -81,6 +89,41 @@ class Coalescing:
             burst_quiet=10 * quiet,
             burst_max_delay=max(0.1, 50 * quiet),
         )
+
+    def plan(
+        self,
+        since_delivery: float,
+        subscribers: int,
+        after_lead: bool,
+        writing: bool = False,
+    ) -> Wait:
+        """How to wait before delivering a change that woke the feed,
+        ``since_delivery`` seconds after the last delivery, which was made
+        at once if ``after_lead``; ``writing`` if other writes of this
+        process are under way."""
+        spacing = subscribers / BURST_WRITES_PER_SECOND
+        calm = since_delivery >= max(self.burst_window, spacing)
+        if calm and not writing:
+            return Wait(at_once=True)
+        if calm or after_lead or since_delivery >= self.burst_window:
+            return Wait(quiet=self.quiet, longest=self.max_delay)
+        return Wait(
+            first=spacing - since_delivery,
+            quiet=self.burst_quiet,
+            longest=self.burst_max_delay,
+        )
+
+
+@dataclass(frozen=True)
+class Wait:
+    """One wait of a feed before it delivers: at once; or ``first``
+    seconds, then until the log has been quiet for ``quiet``, at most
+    ``longest`` after that."""
+
+    at_once: bool = False
+    first: float = 0.0
+    quiet: float = 0.0
+    longest: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -184,8 +227,11 @@ class OrgFeed:
         coalescing: Coalescing,
         on_broadcast: Callable[[Broadcast, int], None] | None = None,
         recent: changelog.RecentCommits | None = None,
+        writing: Callable[[], bool] = lambda: False,
     ) -> None:
         self.org_id = org_id
+        # Whether this process has writes under way (more changes coming).
+        self._writing = writing
         # Changes this process committed, taken without reading them back.
         self._recent = recent or changelog.RecentCommits()
         self.version = 0
@@ -199,6 +245,9 @@ class OrgFeed:
         self._prefixes = peermap.PrefixLengths(32, 128)
         self._wake = asyncio.Event()
         self._delivered_at = float("-inf")
+        # Whether this wait, and the last delivery, went at once (Coalescing).
+        self._at_once = False
+        self._last_at_once = False
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -270,31 +319,33 @@ class OrgFeed:
                 self._wake.set()
 
     async def _wait_for_quiet(self) -> None:
+        self._at_once = False
         if not self._wake.is_set():
             return  # the periodic look at the log: nothing to wait for
-        rules = self._coalescing
-        now = time.monotonic()
-        burst = now - self._delivered_at < rules.burst_window
-        quiet = rules.burst_quiet if burst else rules.quiet
-        longest = rules.burst_max_delay if burst else rules.max_delay
-        if burst:
+        wait = self._coalescing.plan(
+            time.monotonic() - self._delivered_at,
+            len(self.subscribers),
+            self._last_at_once,
+            self._writing(),
+        )
+        self._wake.clear()
+        if wait.at_once:
+            self._at_once = True
+            return
+        if wait.first > 0:
             # One delta costs a write per stream: in a long burst (thousands
             # of nodes coming online) deliver no more often than a fifth of
             # the process's write capacity allows, however quiet the log
             # looks between two of the burst's commits.
-            spacing = len(self.subscribers) / BURST_WRITES_PER_SECOND
-            earliest = self._delivered_at + spacing
-            if earliest > now:
-                await asyncio.sleep(earliest - now)
-                now = time.monotonic()
-        deadline = now + longest
+            await asyncio.sleep(wait.first)
+        deadline = time.monotonic() + wait.longest
         while True:
             self._wake.clear()
             left = deadline - time.monotonic()
             if left <= 0:
                 return
             try:
-                await asyncio.wait_for(self._wake.wait(), min(quiet, left))
+                await asyncio.wait_for(self._wake.wait(), min(wait.quiet, left))
             except TimeoutError:
                 return  # quiet: deliver what there is
 
@@ -313,6 +364,7 @@ class OrgFeed:
         if not changes:
             return
         self._delivered_at = time.monotonic()
+        self._last_at_once = self._at_once
         read_at = time.perf_counter()
         broadcast = Broadcast(
             from_version=self.version,
@@ -358,9 +410,11 @@ class Hub:
         on_broadcast: Callable[[Broadcast, int], None] | None = None,
         queue_limit: int = QUEUE_LIMIT,
         recent: changelog.RecentCommits | None = None,
+        writers: Database | None = None,
     ) -> None:
         self._readers = readers
         self._recent = recent
+        self._writers = writers
         self._queue_limit = queue_limit
         self._coalescing = coalescing or Coalescing()
         self._on_broadcast = on_broadcast
@@ -384,6 +438,7 @@ class Hub:
                 self._coalescing,
                 self._on_broadcast,
                 self._recent,
+                self._writing,
             )
             await feed.start()
             self._feeds[org_id] = feed
@@ -395,6 +450,9 @@ class Hub:
             raise
         finally:
             del self._starting[org_id]
+
+    def _writing(self) -> bool:
+        return self._writers is not None and self._writers.in_flight > 0
 
     def subscribe(self, feed: OrgFeed, node_id: str, public_key: str) -> Subscriber:
         """Register a stream at the feed's current version (no await: the

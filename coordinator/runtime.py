@@ -62,6 +62,7 @@ async def open_runtime(db_url: str, settings: Settings, migrate: bool) -> Runtim
         settings.coalescing,
         queue_limit=settings.stream_queue_limit,
         recent=recent,
+        writers=sessions,
     )
     presence = Presence(sessions, hub, settings.presence)
     await presence.start()

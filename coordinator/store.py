@@ -50,10 +50,16 @@ class Database:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             threads, thread_name_prefix=f"db-{name}"
         )
+        # Units of work handed to the threads and not yet returned.
+        self.in_flight = 0
 
     async def run(self, call: Callable[[], T]) -> T:
         """``call()`` on one of this database's threads."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        self.in_flight += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        finally:
+            self.in_flight -= 1
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._close)

@@ -55,6 +55,8 @@ def test_fanout_delivers_the_new_peer_to_every_node(fleet_dir: Path) -> None:
         "max_ms",
         "floor_p99_ms",
         "ratio",
+        "floor_server_stream_p99_ms",
+        "ratio_server_stream",
         "rss_mib",
         "cpu_idle_pct",
         "approvals_per_s",
