@@ -38,7 +38,9 @@ def fleet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One fanout run links the 200 nodes; the others reuse them (linking is
     the slow part on this machine, and it is measured by fanout)."""
     path = tmp_path_factory.mktemp("fleet")
-    FANOUT["result"] = run_bench("fanout", "--hold", "3", "--save-fleet", str(path))
+    FANOUT["result"] = run_bench(
+        "fanout", "--hold", "3", "--rounds", "2", "--save-fleet", str(path)
+    )
     return path
 
 
