@@ -17,7 +17,7 @@ import contextlib
 import random
 import time
 
-from bench import services, simfleet
+from bench import flags, services, simfleet
 from bench.report import emit, note, percentile
 from runmesh.v1 import admin_pb2, admin_pb2_grpc
 
@@ -27,7 +27,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     simfleet.add_fleet_arguments(parser, nodes=1000)
-    parser.add_argument("--renames", type=int, default=100)
+    parser.add_argument("--renames", type=flags.whole(1), default=100)
     args = parser.parse_args()
     with services.bench_run("churn", args.keep) as stack:
         run(args, stack)

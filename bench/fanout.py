@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 
-from bench import floor, services, simfleet
+from bench import flags, floor, services, simfleet
 from bench.report import emit, note, percentile
 from coordinator.hub import BURST_WRITES_PER_SECOND, Coalescing
 from runmesh.v1 import admin_pb2, admin_pb2_grpc, mesh_pb2, mesh_pb2_grpc
@@ -49,21 +49,19 @@ def main() -> None:
     simfleet.add_fleet_arguments(parser, nodes=1000)
     parser.add_argument(
         "--hold",
-        type=float,
+        type=flags.seconds(0),
         default=None,
         help="seconds to hold all streams (default 60 at >= 10,000, else 15)",
     )
     parser.add_argument(
         "--rounds",
-        type=int,
+        type=flags.whole(1),
         default=7,
         help="joins timed (and floor rounds), each after a calm, after one "
         "that is not timed (default 7)",
     )
     parser.add_argument("--no-floor", action="store_true")
     args = parser.parse_args()
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
     hold = (
         args.hold if args.hold is not None else (60.0 if args.nodes >= 10_000 else 15.0)
     )

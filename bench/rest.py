@@ -17,7 +17,7 @@ import time
 
 import httpx
 
-from bench import services, simfleet
+from bench import flags, services, simfleet
 from bench.report import emit, note, percentile
 
 
@@ -26,8 +26,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     simfleet.add_fleet_arguments(parser, nodes=10_000)
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--deep-page", type=int, default=90)
+    parser.add_argument("--requests", type=flags.whole(1), default=200)
+    parser.add_argument("--deep-page", type=flags.whole(1), default=90)
     args = parser.parse_args()
     with services.bench_run("rest", args.keep) as stack:
         run(args, stack)

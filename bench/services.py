@@ -146,7 +146,11 @@ class Coordinator:
         self.proc = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        wait_for_port(self.port, 60, self.proc)
+        try:
+            wait_for_port(self.port, 60, self.proc)
+        except RuntimeError as exc:
+            # Its own words say why (a refused flag, a locked database).
+            raise RuntimeError(f"coordinator: {exc}:\n{self.log_tail(10)}") from None
         return launched
 
     def kill(self, sig: int = signal.SIGKILL) -> None:

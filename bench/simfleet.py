@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 import grpc
 from nacl.public import PrivateKey
 
+from bench import flags
 from bench.services import Coordinator
 from coordinator.collector import YOUNG_THRESHOLD
 from coordinator.hub import BURST_WRITES_PER_SECOND
@@ -943,34 +944,40 @@ class Fleet:
 
 
 def add_fleet_arguments(parser: Any, nodes: int) -> None:
-    parser.add_argument("--nodes", type=int, default=nodes)
+    parser.add_argument("--nodes", type=flags.whole(1), default=nodes)
     parser.add_argument(
-        "--workers", type=int, default=3, help="client processes holding the nodes"
+        "--workers",
+        type=flags.whole(1),
+        default=3,
+        help="client processes holding the nodes",
     )
     parser.add_argument(
-        "--channels", type=int, default=12, help="gRPC channels per client process"
+        "--channels",
+        type=flags.whole(1),
+        default=12,
+        help="gRPC channels per client process",
     )
     parser.add_argument(
         "--verify",
-        type=int,
+        type=flags.whole(0),
         default=None,
         help="nodes keeping a full PeerMapCopy (default: all up to 1,000, else 300)",
     )
     parser.add_argument(
         "--create-concurrency",
-        type=int,
+        type=flags.whole(1),
         default=48,
         help="links in flight at once while creating nodes",
     )
     parser.add_argument(
         "--connect-concurrency",
-        type=int,
+        type=flags.whole(1),
         default=256,
         help="first stream set-ups in flight per client process",
     )
     parser.add_argument(
         "--keepalive",
-        type=float,
+        type=flags.seconds(0.5, 600),  # the coordinator's own range
         default=25.0,
         help="--keepalive of the coordinator and of the nodes",
     )
@@ -983,7 +990,7 @@ def add_fleet_arguments(parser: Any, nodes: int) -> None:
     )
     parser.add_argument(
         "--from-fleet",
-        type=Path,
+        type=flags.fleet_dir,
         default=None,
         help="reuse nodes saved by --save-fleet instead of linking",
     )

@@ -24,7 +24,7 @@ import contextlib
 import signal
 import time
 
-from bench import services, simfleet
+from bench import flags, services, simfleet
 from bench.report import emit, note
 from runmesh.v1 import admin_pb2_grpc, mesh_pb2_grpc
 
@@ -36,7 +36,7 @@ def main() -> None:
     simfleet.add_fleet_arguments(parser, nodes=1000)
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=flags.seconds(1),
         default=300,
         help="give up converging after this many seconds",
     )
