@@ -41,10 +41,32 @@ def fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
-def prepare_sqlite_dir(db_url: str) -> None:
+def sqlite_file(db_url: str) -> Path | None:
+    """The file of an embedded (SQLite) database; None for a server's."""
     url = db.driver_url(db_url)
     if db.is_sqlite(url) and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        return Path(url.database)
+    return None
+
+
+def prepare_sqlite_dir(db_url: str) -> None:
+    path = sqlite_file(db_url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def require_existing(db_url: str) -> None:
+    """Refuse an embedded database that does not exist yet.
+
+    A listing must not create one: an operator who mistyped --db would be
+    shown an empty org, and the next write would go to the new file.
+    """
+    path = sqlite_file(db_url)
+    if path is not None and not path.exists():
+        raise CoordinatorError(
+            f"no database at {path}; check --db (the coordinator creates its "
+            "database when it first starts, and so does a command that writes)"
+        )
 
 
 def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -80,6 +102,12 @@ def in_database(
     """One unit of work against the database at ``db_url``, for ``run``."""
 
     async def go() -> T:
+        path = sqlite_file(db_url)
+        if path is not None and not path.exists():
+            # Said aloud, so that a mistyped --db does not pass unseen.
+            click.echo(
+                f"runmesh-coordinator: creating a new database at {path}", err=True
+            )
         prepare_sqlite_dir(db_url)
         database = db.open_database(db_url)
         try:
@@ -102,7 +130,7 @@ def from_database(
     """
 
     async def go() -> T:
-        prepare_sqlite_dir(db_url)
+        require_existing(db_url)
         reader = db.open_database(db_url, for_writes=False)
         try:
             if not await schema.is_current(reader.engine):

@@ -104,11 +104,17 @@ def _filtered(query: Select[Node], where: NodeFilter) -> Select[Node]:
         query = query.where(Node.name.like(pattern + "%", escape="\\"))
     if where.ip:
         try:
-            address = str(ipaddress.ip_address(where.ip))
+            parsed = ipaddress.ip_address(where.ip)
         except ValueError:
             raise InvalidArgument(
                 f"ip {where.ip[:64]!r} is not an IP address"
             ) from None
+        if isinstance(parsed, ipaddress.IPv6Address) and parsed.scope_id:
+            # Would match nothing: mesh addresses have no zone.
+            raise InvalidArgument(
+                f"ip {where.ip[:64]!r} has a zone; mesh addresses have none"
+            )
+        address = str(parsed)
         query = query.join(Address, Address.node_id == Node.id).where(
             or_(Address.ipv4 == address, Address.ipv6 == address)
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +89,15 @@ class Listener:
             key = self.tls_key.read_bytes()
         except OSError as exc:
             raise ListenError(f"cannot read the TLS files: {exc}") from None
+        try:
+            # grpc would only fail to bind, as if the port were the problem.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        except (ssl.SSLError, ValueError) as exc:
+            raise ListenError(
+                f"cannot use the TLS files {self.tls_cert} and {self.tls_key}: "
+                f"{exc} (a PEM certificate chain and its PEM private key)"
+            ) from None
         return grpc.ssl_server_credentials([(key, chain)])
 
 

@@ -384,11 +384,14 @@ def status(state_dir: Path, interface: str | None, as_json: bool) -> None:
 
 def _interface_from_status(stream: dict[str, Any] | None) -> str:
     named = (stream or {}).get("interface")
+    if not isinstance(named, str):
+        # Regression: a status.json without one read as the interface "None".
+        return "runmesh0"
     try:
-        check_interface_name(str(named))
+        check_interface_name(named)
     except InvalidInterfaceName:
         return "runmesh0"
-    return str(named)
+    return named
 
 
 @main.command("rotate-key")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 import os
 import stat
 from dataclasses import asdict, dataclass, field, replace
@@ -220,14 +221,20 @@ class StateDir:
         try:
             raw = self._read_json(MAP_FILE, missing="")
             return SavedMap(
-                version=int(raw["version"]),
+                version=_version(raw["version"]),
                 addresses=[str(ipaddress.ip_interface(a)) for a in raw["addresses"]],
                 name=str(raw["name"]),
                 peers={str(k): _object(v) for k, v in raw["peers"].items()},
             )
         except BrokenFile as exc:
             reason = str(exc)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            ArithmeticError,
+        ) as exc:
             reason = f"{self._file(MAP_FILE)} is not a valid map ({exc})"
         self.discard_map(reason)
         return None
@@ -298,7 +305,9 @@ class StateDir:
         path = self._file(name)
         data = self._read(name, missing)
         try:
-            raw = json.loads(data.decode())
+            raw = json.loads(
+                data.decode(), parse_float=_finite, parse_constant=_no_constant
+            )
         except UnicodeDecodeError:
             raise BrokenFile(f"{path} is not UTF-8 text") from None
         except json.JSONDecodeError as exc:
@@ -350,3 +359,23 @@ def _object(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TypeError(f"a peer must be a JSON object, not {type(value).__name__}")
     return value
+
+
+def _version(value: Any) -> int:
+    # bool is an int to Python, and int() would truncate 7.9 or fail on 1e999;
+    # the version goes back to the coordinator as a uint64.
+    if type(value) is not int or not 0 <= value < 2**63:
+        raise ValueError(f"version {str(value)[:32]!r} is not a whole number >= 0")
+    return value
+
+
+def _finite(text: str) -> float:
+    """A JSON number with a fraction or exponent; 1e999 is refused, not inf."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:32]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")

@@ -331,6 +331,9 @@ def tampered(cursor: str) -> str:
         ("/nodes", {"cursor": "!!not-a-cursor!!"}),
         ("/nodes", {"owner": "someone"}),
         ("/nodes", {"ip": "garbage"}),
+        # Regression: a zone-scoped address matched nothing, with 200.
+        ("/nodes", {"ip": "::1%eth0"}),
+        ("/nodes", {"ip": "fd7a:115c:a1e0::7%1"}),
         ("/nodes", {"all": "banana"}),
         ("/audit", {"limit": "0"}),
         ("/audit", {"since": "garbage"}),

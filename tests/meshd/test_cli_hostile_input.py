@@ -338,6 +338,20 @@ BROKEN_MAPS: dict[str, StateBreaker] = {
         "map.json", b'{"version": 1, "addresses": [], "name": "", "peers": {"a": 1}}'
     ),
 }
+# Regression: 1e999 and Infinity crashed `meshd status` with OverflowError.
+for _name, _version in {
+    "version-1e999": b"1e999",
+    "version-infinity": b"Infinity",
+    "version-nan": b"NaN",
+    "version-fraction": b"7.9",
+    "version-true": b"true",
+    "version-negative": b"-3",
+    "version-too-big": b"18446744073709551616",
+}.items():
+    BROKEN_MAPS[_name] = _write(
+        "map.json",
+        b'{"version": ' + _version + b', "addresses": [], "name": "", "peers": {}}',
+    )
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN_MAPS))
@@ -379,3 +393,18 @@ def test_an_intact_state_dir_is_reported(linked_state_dir: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "laptop (node-1)" in result.stdout
     assert "version  3" in result.stdout
+
+
+@pytest.mark.parametrize("status_json", [None, "{}", '{"interface": null}'])
+def test_status_without_an_interface_reads_the_default_one(
+    linked_state_dir: Path, status_json: str | None
+) -> None:
+    # Regression: with no interface named anywhere, status read "None".
+    if status_json is not None:
+        (linked_state_dir / "status.json").write_text(status_json)
+
+    result = run_meshd("status", "--state-dir", str(linked_state_dir))
+
+    assert result.returncode == 0, result.stderr
+    assert "runmesh0 (userspace)" in result.stdout
+    assert "None" not in result.stdout

@@ -87,6 +87,42 @@ def test_unsafe_or_half_configured_listeners_exit_with_a_reason(
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("case", ["not-pem", "key-of-another-cert"])
+def test_unusable_tls_files_are_named_not_taken_for_a_busy_port(
+    tmp_path: Path, case: str
+) -> None:
+    # Regression: grpc only failed to bind, and the coordinator said
+    # "cannot listen on 127.0.0.1:PORT" as if the port were taken.
+    pki = issue(tmp_path / "pki")
+    cert, key = pki.cert, pki.key
+    if case == "not-pem":
+        cert = key = tmp_path / "passwd"
+        cert.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    else:
+        key = issue(tmp_path / "other").key
+    done = subprocess.run(
+        [
+            str(BIN / "runmesh-coordinator"),
+            "serve",
+            "--db",
+            f"sqlite:///{tmp_path / 'c.db'}",
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "cannot use the TLS files" in done.stderr, done.stderr
+    assert "cannot listen" not in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_health_is_serving_then_not_serving_while_shutting_down(
     tmp_path: Path,
 ) -> None:

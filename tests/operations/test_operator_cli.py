@@ -184,3 +184,35 @@ def test_listings_do_not_wait_for_the_write_lock(tmp_path: Path) -> None:
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["orgs", "list"],
+        ["users", "list", "--org", "default"],
+        ["keys", "list", "--org", "default"],
+        ["nodes", "list", "--org", "default"],
+        ["nodes", "show", "node_x"],
+    ],
+    ids=" ".join,
+)
+def test_a_listing_refuses_a_database_that_does_not_exist(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    # Regression: a mistyped --db made a new, empty database and listed it.
+    missing = tmp_path / "typo" / "runmesh.db"
+    done = cli(*argv, "--db", f"sqlite:///{missing}", check=False)
+    assert done.returncode == 2, done
+    assert f"no database at {missing}" in done.stderr
+    assert not missing.parent.exists()
+
+
+def test_a_write_says_when_it_creates_the_database(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "runmesh.db"
+    url = f"sqlite:///{path}"
+    first = cli("orgs", "create", "acme", "--db", url)
+    assert f"creating a new database at {path}" in first.stderr
+    second = cli("orgs", "create", "other", "--db", url)
+    assert "creating a new database" not in second.stderr
+    assert {o["name"] for o in as_json("orgs", "list", "--db", url)} >= {"acme"}
