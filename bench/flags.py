@@ -5,46 +5,46 @@ a run)."""
 from __future__ import annotations
 
 import argparse
-import math
+import re
 from collections.abc import Callable
 from pathlib import Path
+
+# ASCII only: int() and float() also take "١٢", "1_000" and " 12".
+_WHOLE = re.compile(r"-?[0-9]+")
+_NUMBER = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 # What `bench.simfleet.Fleet.save` writes into a fleet directory.
 FLEET_FILES = ("admin_key", "identities.json", "x.db")
 
 
-def whole(minimum: int) -> Callable[[str], int]:
-    """An integer of at least ``minimum``."""
+def whole(minimum: int, maximum: int = 10_000_000) -> Callable[[str], int]:
+    """An integer from ``minimum`` to ``maximum``, in ASCII digits."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
+        if not _WHOLE.fullmatch(text):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+        value = int(text)
+        if not minimum <= value <= maximum:
             raise argparse.ArgumentTypeError(
-                f"{text!r} is not a whole number"
-            ) from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+                f"must be from {minimum} to {maximum}, not {text[:32]}"
+            )
         return value
 
     return parse
 
 
-def seconds(minimum: float, maximum: float = math.inf) -> Callable[[str], float]:
-    """A finite number of seconds within [minimum, maximum]."""
+def seconds(minimum: float, maximum: float = 86_400) -> Callable[[str], float]:
+    """A number of seconds from ``minimum`` to ``maximum`` (a day, by
+    default: ``time.sleep`` refuses what a platform's time_t cannot hold)."""
 
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not math.isfinite(value) or not minimum <= value <= maximum:
-            bounds = (
-                f"from {minimum:g} to {maximum:g}"
-                if maximum < math.inf
-                else (f"at least {minimum:g}")
+        if not _NUMBER.fullmatch(text):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+        value = float(text)
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(
+                f"must be from {minimum:g} to {maximum:g} seconds, not {text[:32]}"
             )
-            raise argparse.ArgumentTypeError(f"must be {bounds} seconds, not {text}")
         return value
 
     return parse

@@ -10,7 +10,7 @@ from typing import TypeVar
 import click
 
 from coordinator import db, metrics, operator_cli, server
-from coordinator.cli_common import DB_OPTION, fail, prepare_sqlite_dir, run
+from coordinator.cli_common import DB_OPTION, create_if_missing, fail, run
 from coordinator.hub import Coalescing
 from coordinator.presence import PresenceTiming
 from coordinator.ratelimit import Policy
@@ -299,7 +299,7 @@ def serve(
     )
 
     async def go() -> None:
-        prepare_sqlite_dir(db_url)
+        create_if_missing(db_url)
         is_sqlite = db.is_sqlite(db.driver_url(db_url))
         try:
             runtime = await open_runtime(db_url, settings, migrate=is_sqlite)

@@ -49,10 +49,27 @@ def sqlite_file(db_url: str) -> Path | None:
     return None
 
 
-def prepare_sqlite_dir(db_url: str) -> None:
+def create_if_missing(db_url: str) -> Path | None:
+    """Make room for an embedded database: its directory, if missing.
+
+    Returns the database's file if this command is the one creating it, and
+    says so on standard error, so that a mistyped --db does not pass unseen.
+    """
     path = sqlite_file(db_url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if path is None:
+        return None
+    new = not path.exists()
+    if new:
+        click.echo(f"runmesh-coordinator: creating a new database at {path}", err=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path if new else None
+
+
+def remove_database(path: Path) -> None:
+    """Remove an embedded database this command created and then failed in,
+    so that no empty database is left behind by a write that did nothing."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def require_existing(db_url: str) -> None:
@@ -101,20 +118,22 @@ def in_database(
 ) -> Callable[[], Coroutine[Any, Any, T]]:
     """One unit of work against the database at ``db_url``, for ``run``."""
 
-    async def go() -> T:
-        path = sqlite_file(db_url)
-        if path is not None and not path.exists():
-            # Said aloud, so that a mistyped --db does not pass unseen.
-            click.echo(
-                f"runmesh-coordinator: creating a new database at {path}", err=True
-            )
-        prepare_sqlite_dir(db_url)
+    async def once() -> T:
         database = db.open_database(db_url)
         try:
             await require_schema(database.engine, db_url)
             return await in_transaction(database, work)
         finally:
             await database.close()
+
+    async def go() -> T:
+        created = create_if_missing(db_url)
+        try:
+            return await once()
+        except BaseException:
+            if created is not None:
+                remove_database(created)
+            raise
 
     return go
 

@@ -114,6 +114,8 @@ def _filtered(query: Select[Node], where: NodeFilter) -> Select[Node]:
             raise InvalidArgument(
                 f"ip {where.ip[:64]!r} has a zone; mesh addresses have none"
             )
+        if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped:
+            parsed = parsed.ipv4_mapped  # ::ffff:100.64.0.1 is that IPv4 address
         address = str(parsed)
         query = query.join(Address, Address.node_id == Node.id).where(
             or_(Address.ipv4 == address, Address.ipv6 == address)

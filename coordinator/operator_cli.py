@@ -17,11 +17,12 @@ from coordinator import accounts, db, nodes, schema
 from coordinator.cli_common import (
     DB_OPTION,
     JSON_OPTION,
+    create_if_missing,
     emit,
     emit_one,
     from_database,
     in_database,
-    prepare_sqlite_dir,
+    require_existing,
     run,
 )
 from coordinator.errors import NotFound
@@ -385,7 +386,10 @@ def _progress(*, step: Any, **_: Any) -> None:
 
 def _migrate(db_url: str, as_json: bool, revision: str | None, down: bool) -> None:
     async def go() -> dict[str, Any]:
-        prepare_sqlite_dir(db_url)
+        if revision is None or down:
+            require_existing(db_url)  # nothing to read or take down
+        else:
+            create_if_missing(db_url)
         engine = db.create_engine(db_url)
         try:
             if revision is not None and down:

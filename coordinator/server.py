@@ -57,6 +57,10 @@ class ListenError(Exception):
     """The listen address cannot be used as asked."""
 
 
+def _no_passphrase() -> bytes:
+    raise ValueError("the private key is encrypted; give it unencrypted")
+
+
 @dataclass(frozen=True)
 class Listener:
     address: str
@@ -92,8 +96,9 @@ class Listener:
         try:
             # grpc would only fail to bind, as if the port were the problem.
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(self.tls_cert, self.tls_key)
-        except (ssl.SSLError, ValueError) as exc:
+            # Never a passphrase prompt: a server starts unattended.
+            context.load_cert_chain(self.tls_cert, self.tls_key, _no_passphrase)
+        except (ssl.SSLError, ValueError, OSError) as exc:
             raise ListenError(
                 f"cannot use the TLS files {self.tls_cert} and {self.tls_key}: "
                 f"{exc} (a PEM certificate chain and its PEM private key)"
@@ -129,10 +134,22 @@ def build_server(
         else:
             port = server.add_secure_port(listener.address, credentials)
     except RuntimeError as exc:
-        raise ListenError(f"cannot listen on {listener.address}: {exc}") from None
+        raise ListenError(_bind_failure(listener, str(exc))) from None
     if port == 0:
-        raise ListenError(f"cannot listen on {listener.address}")
+        raise ListenError(_bind_failure(listener, "nothing was bound"))
     return server, health_servicer, port
+
+
+def _bind_failure(listener: Listener, detail: str) -> str:
+    message = f"cannot listen on {listener.address}: {detail}"
+    if listener.tls_cert is not None:
+        # grpc says the same when it cannot use a key that Python's ssl took
+        # (DSA, secp256k1, ...).
+        message += (
+            " (the address may be in use, or grpc cannot use the TLS key: "
+            "it takes RSA, ECDSA P-256/P-384/P-521 and Ed25519 keys)"
+        )
+    return message
 
 
 async def _set_health(servicer: health.aio.HealthServicer, status: int) -> None:

@@ -26,10 +26,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from nacl.public import PrivateKey
 
 from meshd.channel import check_target
 from meshd.errors import NodeRevoked, StateError
+from runmesh.v1 import node_pb2
 from runmesh.wgkey import InvalidKey, decode_key, encode_key
 
 log = logging.getLogger(__name__)
@@ -224,7 +226,7 @@ class StateDir:
                 version=_version(raw["version"]),
                 addresses=[str(ipaddress.ip_interface(a)) for a in raw["addresses"]],
                 name=str(raw["name"]),
-                peers={str(k): _object(v) for k, v in raw["peers"].items()},
+                peers={str(k): _peer(v) for k, v in raw["peers"].items()},
             )
         except BrokenFile as exc:
             reason = str(exc)
@@ -234,6 +236,7 @@ class StateDir:
             ValueError,
             AttributeError,
             ArithmeticError,
+            ParseError,
         ) as exc:
             reason = f"{self._file(MAP_FILE)} is not a valid map ({exc})"
         self.discard_map(reason)
@@ -365,7 +368,9 @@ def _version(value: Any) -> int:
     # bool is an int to Python, and int() would truncate 7.9 or fail on 1e999;
     # the version goes back to the coordinator as a uint64.
     if type(value) is not int or not 0 <= value < 2**63:
-        raise ValueError(f"version {str(value)[:32]!r} is not a whole number >= 0")
+        raise ValueError(
+            f"version {str(value)[:32]!r} is not a whole number from 0 to 2**63-1"
+        )
     return value
 
 
@@ -379,3 +384,10 @@ def _finite(text: str) -> float:
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _peer(value: Any) -> dict[str, Any]:
+    """A saved peer as every reader of the map may take it (``meshd status``
+    formats its fields): a JSON object that parses as a ``Peer``, in the
+    form ``save_map`` writes (a null list comes back as no list)."""
+    return MessageToDict(ParseDict(_object(value), node_pb2.Peer()))

@@ -419,11 +419,13 @@ def test_node_list_filters_by_name_prefix_and_ip(api: Deployment) -> None:
         exact = everything(client, "/nodes", {"name": "filter-probe-one"})
         by_v4 = everything(client, "/nodes", {"ip": node["ipv4"]})
         by_v6 = everything(client, "/nodes", {"ip": node["ipv6"]})
+        # Regression: an IPv4-mapped spelling matched nothing.
+        by_mapped = everything(client, "/nodes", {"ip": "::ffff:" + node["ipv4"]})
         nobody = everything(client, "/nodes", {"ip": "100.127.255.254"})
 
     assert {n["name"] for n in by_name} == {"filter-probe-one", "filter-probe-two"}
     assert [n["id"] for n in exact] == [node["id"]]
-    assert by_v4 == [node] and by_v6 == [node]
+    assert by_v4 == [node] and by_v6 == [node] and by_mapped == [node]
     assert nobody == []
     for listed in by_name:
         assert_node_shape(listed)

@@ -352,6 +352,16 @@ for _name, _version in {
         "map.json",
         b'{"version": ' + _version + b', "addresses": [], "name": "", "peers": {}}',
     )
+# Regression: meshd status formatted saved peers unchecked (TypeError).
+for _name, _peer in {
+    "allowed-ips-numbers": b'{"publicKey": "k", "allowedIps": [1, 2]}',
+    "allowed-ips-a-string": b'{"publicKey": "k", "allowedIps": "abc"}',
+    "peer-unknown-field": b'{"publicKey": "k", "colour": "red"}',
+}.items():
+    BROKEN_MAPS[_name] = _write(
+        "map.json",
+        b'{"version": 1, "addresses": [], "name": "", "peers": {"k": ' + _peer + b"}}",
+    )
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN_MAPS))

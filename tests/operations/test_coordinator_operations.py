@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from support import simclient
@@ -87,19 +88,30 @@ def test_unsafe_or_half_configured_listeners_exit_with_a_reason(
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("case", ["not-pem", "key-of-another-cert"])
+@pytest.mark.parametrize("case", ["not-pem", "key-of-another-cert", "encrypted-key"])
 def test_unusable_tls_files_are_named_not_taken_for_a_busy_port(
     tmp_path: Path, case: str
 ) -> None:
     # Regression: grpc only failed to bind, and the coordinator said
-    # "cannot listen on 127.0.0.1:PORT" as if the port were taken.
+    # "cannot listen on 127.0.0.1:PORT" as if the port were taken; an
+    # encrypted key made it ask for a passphrase on the terminal.
     pki = issue(tmp_path / "pki")
     cert, key = pki.cert, pki.key
     if case == "not-pem":
         cert = key = tmp_path / "passwd"
         cert.write_text("root:x:0:0:root:/root:/bin/bash\n")
-    else:
+    elif case == "key-of-another-cert":
         key = issue(tmp_path / "other").key
+    else:
+        plain = serialization.load_pem_private_key(pki.key.read_bytes(), None)
+        key = tmp_path / "encrypted.pem"
+        key.write_bytes(
+            plain.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(b"pw"),
+            )
+        )
     done = subprocess.run(
         [
             str(BIN / "runmesh-coordinator"),
@@ -120,6 +132,7 @@ def test_unusable_tls_files_are_named_not_taken_for_a_busy_port(
     assert done.returncode != 0
     assert "cannot use the TLS files" in done.stderr, done.stderr
     assert "cannot listen" not in done.stderr
+    assert "pass phrase" not in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -216,3 +216,33 @@ def test_a_write_says_when_it_creates_the_database(tmp_path: Path) -> None:
     second = cli("orgs", "create", "other", "--db", url)
     assert "creating a new database" not in second.stderr
     assert {o["name"] for o in as_json("orgs", "list", "--db", url)} >= {"acme"}
+
+
+def test_a_write_that_fails_leaves_no_new_database_behind(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "runmesh.db"
+    done = cli(
+        "nodes", "rename", "node_x", "ada", "--db", f"sqlite:///{path}", check=False
+    )
+    assert done.returncode == 2, done
+    assert "no node" in done.stderr
+    assert not path.exists() and not Path(f"{path}-wal").exists()
+
+
+@pytest.mark.parametrize(
+    "argv", [["migrate", "current"], ["migrate", "downgrade", "base"]]
+)
+def test_migrate_reads_or_takes_down_only_a_database_that_exists(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    missing = tmp_path / "typo.db"
+    done = cli(*argv, "--db", f"sqlite:///{missing}", check=False)
+    assert done.returncode == 2, done
+    assert f"no database at {missing}" in done.stderr
+    assert not missing.exists()
+
+
+def test_migrate_upgrade_says_when_it_creates_the_database(tmp_path: Path) -> None:
+    path = tmp_path / "fresh.db"
+    done = cli("migrate", "upgrade", "--db", f"sqlite:///{path}")
+    assert f"creating a new database at {path}" in done.stderr
+    assert path.exists()
