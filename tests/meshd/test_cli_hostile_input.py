@@ -338,8 +338,9 @@ BROKEN_MAPS: dict[str, StateBreaker] = {
         "map.json", b'{"version": 1, "addresses": [], "name": "", "peers": {"a": 1}}'
     ),
 }
-# Regression: 1e999 and Infinity crashed `meshd status` with OverflowError.
-for _name, _version in {
+# Regression: 1e999 and Infinity crashed `meshd status` with OverflowError,
+# and saved peers were formatted unchecked (TypeError).
+_VERSIONS = {
     "version-1e999": b"1e999",
     "version-infinity": b"Infinity",
     "version-nan": b"NaN",
@@ -347,20 +348,20 @@ for _name, _version in {
     "version-true": b"true",
     "version-negative": b"-3",
     "version-too-big": b"18446744073709551616",
-}.items():
-    BROKEN_MAPS[_name] = _write(
-        "map.json",
-        b'{"version": ' + _version + b', "addresses": [], "name": "", "peers": {}}',
-    )
-# Regression: meshd status formatted saved peers unchecked (TypeError).
-for _name, _peer in {
+}
+_PEERS = {
     "allowed-ips-numbers": b'{"publicKey": "k", "allowedIps": [1, 2]}',
     "allowed-ips-a-string": b'{"publicKey": "k", "allowedIps": "abc"}',
     "peer-unknown-field": b'{"publicKey": "k", "colour": "red"}',
+}
+for _name, (_version, _peers) in {
+    **{name: (v, b"{}") for name, v in _VERSIONS.items()},
+    **{name: (b"1", b'{"k": ' + p + b"}") for name, p in _PEERS.items()},
 }.items():
     BROKEN_MAPS[_name] = _write(
         "map.json",
-        b'{"version": 1, "addresses": [], "name": "", "peers": {"k": ' + _peer + b"}}",
+        b'{"version": ' + _version + b', "addresses": [], "name": "", '
+        b'"peers": ' + _peers + b"}",
     )
 
 
