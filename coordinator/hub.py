@@ -245,8 +245,7 @@ class OrgFeed:
         self._prefixes = peermap.PrefixLengths(32, 128)
         self._wake = asyncio.Event()
         self._delivered_at = float("-inf")
-        # Whether this wait, and the last delivery, went at once (Coalescing).
-        self._at_once = False
+        # Whether the last delivery went at once (see Coalescing).
         self._last_at_once = False
         self._task: asyncio.Task[None] | None = None
 
@@ -308,9 +307,9 @@ class OrgFeed:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), LOG_POLL_SECONDS)
-            await self._wait_for_quiet()
+            at_once = await self._wait_for_quiet()
             try:
-                await self._deliver_new_changes()
+                await self._deliver_new_changes(at_once)
             except Exception:
                 # The log is still there; the next round reads again from
                 # self.version, so nothing is lost by giving up on this one.
@@ -318,10 +317,10 @@ class OrgFeed:
                 await asyncio.sleep(0.5)
                 self._wake.set()
 
-    async def _wait_for_quiet(self) -> None:
-        self._at_once = False
+    async def _wait_for_quiet(self) -> bool:
+        """Wait as ``Coalescing`` says; True if the delivery goes at once."""
         if not self._wake.is_set():
-            return  # the periodic look at the log: nothing to wait for
+            return False  # the periodic look at the log: nothing to wait for
         wait = self._coalescing.plan(
             time.monotonic() - self._delivered_at,
             len(self.subscribers),
@@ -330,8 +329,7 @@ class OrgFeed:
         )
         self._wake.clear()
         if wait.at_once:
-            self._at_once = True
-            return
+            return True
         if wait.first > 0:
             # One delta costs a write per stream: in a long burst (thousands
             # of nodes coming online) deliver no more often than a fifth of
@@ -343,13 +341,13 @@ class OrgFeed:
             self._wake.clear()
             left = deadline - time.monotonic()
             if left <= 0:
-                return
+                return False
             try:
                 await asyncio.wait_for(self._wake.wait(), min(wait.quiet, left))
             except TimeoutError:
-                return  # quiet: deliver what there is
+                return False  # quiet: deliver what there is
 
-    async def _deliver_new_changes(self) -> None:
+    async def _deliver_new_changes(self, at_once: bool) -> None:
         since = self.version
         changes = tuple(self._recent.following(self.org_id, since))
         if not changes:
@@ -364,7 +362,7 @@ class OrgFeed:
         if not changes:
             return
         self._delivered_at = time.monotonic()
-        self._last_at_once = self._at_once
+        self._last_at_once = at_once
         read_at = time.perf_counter()
         broadcast = Broadcast(
             from_version=self.version,
