@@ -10,18 +10,22 @@ that is not timed (the first approval of a freshly started coordinator
 also compiles its statements, about 10 ms more). Latency is per node,
 from ``time.time()`` taken just before ApproveLink is called to the moment
 the node's ``read()`` returned the delta carrying the new peer (clocks are
-one machine's); each node then parses and applies it. Then all streams are
-held ``--hold`` seconds with keepalives only: CPU and RSS of the
-coordinator, and streams that ended. Last, the floor: the same number of
-streams from the same client processes against a bare grpc.aio server
-(bench.floor) pushing the very bytes of the delta RunMesh sent, the same
-number of rounds after one untimed, timed the same way; its clients parse
-each message and look for the new peer in it, as the nodes do. The floor
-is taken twice: with bidirectional streams whose server keeps a read
-pending, the shape of Sync, which ``ratio`` compares with; and with server
-streams, which grpc.aio writes more cheaply (``ratio_server_stream``). The
-machine is noisy, so each figure is the median of its rounds (every round
-is reported too), and a ratio is of the medians.
+one machine's); each node then parses and applies it. The floor rounds
+are taken in turn with RunMesh's: before the rounds, the same number of
+streams are opened from the same client processes (next to the nodes'
+own streams, which stay open) to a bare grpc.aio server (bench.floor),
+twice over: bidirectional streams whose server keeps a read pending, the
+shape of Sync, which ``ratio`` compares with, and server streams
+(``ratio_server_stream``). Each RunMesh round is followed by one round of
+each floor pushing the very bytes of the delta RunMesh just sent, after
+the same calm, timed the same way; the floor's clients parse each message
+and look for the new peer in it, as the nodes do. Taking them in turn
+puts both under the same minutes of a noisy machine and the same client
+processes (holding the same maps). After the rounds the floors close and
+all of RunMesh's streams are held ``--hold`` seconds with keepalives only:
+CPU and RSS of the coordinator, and streams that ended. Each figure is
+the median of its rounds (every round is reported too), and a ratio is of
+the medians.
 """
 
 from __future__ import annotations
@@ -80,14 +84,31 @@ def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> N
     status = fleet.wait_quiet(quiet=2.0, timeout=300)
     note(f"quiet={status['settled']} versions={dict(status['versions'])}")
 
-    fleet.call("mark")
-    # Round 0 warms the coordinator up and is not counted.
-    joins = [_join(coordinator, fleet, created, n) for n in range(args.rounds + 1)]
-    joins = joins[1:]
-    note(
-        "rounds p99 ms: "
-        + " ".join(f"{percentile(j.latencies_ms, 99):.0f}" for j in joins)
+    floors = (
+        []
+        if args.no_floor
+        else [open_floor(fleet, args, created, stack, shape) for shape in floor.SHAPES]
     )
+    fleet.call("mark")
+    # RunMesh's round and then each floor's, in turn, so that all are taken
+    # in the same minutes of a noisy machine. Round 0 warms everything up
+    # (the first approval of a coordinator also compiles its statements)
+    # and is not counted.
+    joins = []
+    for n in range(args.rounds + 1):
+        join = _join(coordinator, fleet, created, n)
+        joins.append(join)
+        figures = [f"RunMesh {percentile(join.latencies_ms, 99):.0f}"]
+        for one in floors:
+            taken = one.round(fleet, created, join)
+            if taken is not None:
+                figures.append(f"floor {one.shape} {percentile(taken, 99):.0f}")
+        counted = "" if n else " (not counted)"
+        note(f"round {n}{counted}: p99 ms " + ", ".join(figures))
+    joins = joins[1:]
+    fleet.call("floor_close", timeout=200)
+    for one in floors:
+        one.stop()
     note(f"holding {hold:.0f}s ...")
 
     cpu0, wall0 = services.cpu_seconds(coordinator.pid), time.monotonic()
@@ -104,16 +125,13 @@ def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> N
     coordinator.kill(signal.SIGTERM)
 
     sizes = sorted({b for j in joins for b in j.sizes})
-    floors: dict[str, list[list[float]]] = {shape: [] for shape in floor.SHAPES}
-    if not args.no_floor and joins[-1].raw:
-        for shape in floor.SHAPES:
-            floors[shape] = run_floor(fleet, args, created, stack, joins[-1], shape)
-
+    floor_rounds = {one.shape: one.rounds[1:] for one in floors}
+    floors_of = {shape: floor_rounds.get(shape, []) for shape in floor.SHAPES}
     rounds_p99 = [percentile(j.latencies_ms, 99) for j in joins]
     p99 = statistics.median(rounds_p99)
-    floor_p99s = [percentile(r, 99) for r in floors["bidi"]]
+    floor_p99s = [percentile(r, 99) for r in floors_of["bidi"]]
     floor_p99 = _median(floor_p99s)
-    server_stream_p99s = [percentile(r, 99) for r in floors["server-stream"]]
+    server_stream_p99s = [percentile(r, 99) for r in floors_of["server-stream"]]
     server_stream_p99 = _median(server_stream_p99s)
     received = min(len(j.latencies_ms) for j in joins)
     missing = max(j.missing for j in joins)
@@ -141,7 +159,7 @@ def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> N
         "connect_s": connect_s,
         "peak_rss_mib": peak,
         "floor_received": min(
-            (len(r) for rounds in floors.values() for r in rounds), default=0
+            (len(r) for rounds in floors_of.values() for r in rounds), default=0
         ),
         "hold_s": hold,
         "loadavg": services.loadavg(),
@@ -247,17 +265,50 @@ async def _approve(
         return before, time.time()
 
 
-def run_floor(
+@dataclasses.dataclass
+class Floor:
+    """One bare grpc.aio server (bench.floor) and its streams in the fleet."""
+
+    shape: str
+    target: str
+    proc: subprocess.Popen[bytes]
+    # Each fired round's latencies (ms), the untimed first one included.
+    rounds: list[list[float]] = dataclasses.field(default_factory=list)
+
+    def round(
+        self, fleet: simfleet.Fleet, count: int, join: Join
+    ) -> list[float] | None:
+        """Push the bytes of the delta RunMesh sent in ``join`` to every
+        stream, after the same calm, timed as RunMesh's round is; the
+        round's latencies (ms), or None if no node got that delta."""
+        if not join.raw:
+            return None
+        fleet.call("settle")
+        time.sleep(calm_seconds(count))
+        before = asyncio.run(floor.fire(self.target, join.raw))
+        index = len(self.rounds)
+        replies = fleet.call(
+            "floor_collect",
+            [(self.shape, k, index, 120.0) for k in fleet.split(count)],
+            timeout=200,
+        )
+        taken = [(t - before) * 1000 for r in replies for t in r["times"]]
+        self.rounds.append(taken)
+        return taken
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+def open_floor(
     fleet: simfleet.Fleet,
     args: argparse.Namespace,
     count: int,
     stack: contextlib.ExitStack,
-    join: Join,
     shape: str,
-) -> list[list[float]]:
-    """Each round's latencies (ms) on the bare server with streams of
-    ``shape``, rounds as RunMesh's, pushing the bytes of the delta RunMesh
-    sent in ``join``."""
+) -> Floor:
+    """A floor server with ``count`` open streams of ``shape``, held by the
+    fleet's workers next to the nodes' streams."""
     port = services.free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.floor", "--port", str(port)],
@@ -269,25 +320,11 @@ def run_floor(
     note(f"floor ({shape}): opening {count} streams ...")
     opened = fleet.call(
         "floor_open",
-        [
-            (target, n, args.channels, 600.0, join.key, shape)
-            for n in fleet.split(count)
-        ],
+        [(shape, target, n, args.channels, 600.0) for n in fleet.split(count)],
         timeout=700,
     )
-    note(f"floor ({shape}): {sum(r['opened'] for r in opened)} open; firing")
-    payload = join.raw
-    rounds = []
-    for n in range(args.rounds + 1):
-        time.sleep(calm_seconds(count))
-        before = asyncio.run(floor.fire(target, payload))
-        replies = fleet.call(
-            "floor_collect", [(k, n, 120.0) for k in fleet.split(count)], timeout=200
-        )
-        rounds.append([(t - before) * 1000 for r in replies for t in r["times"]])
-    fleet.call("floor_close", timeout=200)
-    _stop(proc)
-    return rounds[1:]  # as for RunMesh, the first round is not counted
+    note(f"floor ({shape}): {sum(r['opened'] for r in opened)} open")
+    return Floor(shape, target, proc)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
-import itertools
 import multiprocessing
 import multiprocessing.connection
 import random
@@ -40,7 +39,7 @@ from typing import Any, TypeVar
 import grpc
 from nacl.public import PrivateKey
 
-from bench import flags
+from bench import flags, floor
 from bench.services import Coordinator
 from coordinator.collector import YOUNG_THRESHOLD
 from coordinator.hub import BURST_WRITES_PER_SECOND
@@ -292,10 +291,7 @@ class Worker:
         self.nodes: list[SimNode] = []
         self.linking: list[_Linking] = []
         self.watch_key = ""
-        self.floor_times: list[list[float]] = []
-        self.floor_calls: list[Any] = []
-        self.floor_tasks: list[asyncio.Task[None]] = []
-        self.floor_channels: list[grpc.aio.Channel] = []
+        self.floors: dict[str, floor.FloorStreams] = {}  # by stream shape
         self.stopping = False
 
     # ---- command loop ----
@@ -675,70 +671,40 @@ class Worker:
     # ---- the bare-grpc floor ----
 
     async def cmd_floor_open(
-        self,
-        target: str,
-        count: int,
-        channels: int,
-        timeout: float,
-        key: str,
-        shape: str,
+        self, shape: str, target: str, count: int, channels: int, timeout: float
     ) -> dict[str, Any]:
-        """Open ``count`` floor streams of ``shape``. Each message is timed when read()
-        returns it, then parsed and searched for ``key`` as a node does with
-        a delta, so the clients work as hard as in RunMesh's rounds."""
-        from bench import floor
-
-        settle_garbage()
-        self.floor_channels = [open_channel(target) for _ in range(channels)]
-        self.floor_times = []
-        opened = 0
-
-        async def one(i: int) -> None:
-            nonlocal opened
-            call = floor.open_stream(self.floor_channels[i % channels], shape)
-            self.floor_calls.append(call)
-            await call.initial_metadata()
-            opened += 1
-            # The k-th message is the k-th round's.
-            for k in itertools.count():
-                raw = await call.read()
-                if raw is grpc.aio.EOF:
-                    return
-                received_at = time.time()
-                message = mesh_pb2.CoordinatorMessage.FromString(raw)
-                if not any(p.public_key == key for p in message.delta.upserted):
-                    raise RuntimeError("the floor sent something else")
-                while len(self.floor_times) <= k:
-                    self.floor_times.append([])
-                self.floor_times[k].append(received_at)
-
-        self.floor_tasks = [asyncio.create_task(one(i)) for i in range(count)]
+        """Open ``count`` floor streams of ``shape`` (see floor.FloorStreams);
+        the new peer each round's message must carry is the watched key."""
+        streams = floor.FloorStreams(
+            [open_channel(target) for _ in range(channels)], shape
+        )
+        self.floors[shape] = streams
+        streams.open(count, lambda: self.watch_key)
         deadline = time.monotonic() + timeout
-        while opened < count and time.monotonic() < deadline:
+        while streams.opened < count and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        return {"opened": opened}
+        return {"opened": streams.opened}
+
+    async def cmd_settle(self) -> dict[str, Any]:
+        settle_garbage()
+        return {"ok": True}
 
     async def cmd_floor_collect(
-        self, count: int, round_index: int, timeout: float
+        self, shape: str, count: int, round_index: int, timeout: float
     ) -> dict[str, Any]:
         """The receive times of one round, once all ``count`` came (or timeout)."""
-
-        def got() -> list[float]:
-            rounds = self.floor_times
-            return rounds[round_index] if round_index < len(rounds) else []
-
+        streams = self.floors[shape]
         deadline = time.monotonic() + timeout
-        while len(got()) < count and time.monotonic() < deadline:
+        while (
+            len(streams.received(round_index)) < count and time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.02)
-        return {"times": list(got())}
+        return {"times": list(streams.received(round_index))}
 
     async def cmd_floor_close(self) -> dict[str, Any]:
-        for call in self.floor_calls:
-            call.cancel()
-        await asyncio.gather(*self.floor_tasks, return_exceptions=True)
-        for channel in self.floor_channels:
-            await channel.close()
-        self.floor_calls, self.floor_tasks = [], []
+        for streams in self.floors.values():
+            await streams.close()
+        self.floors = {}
         return {"ok": True}
 
 
