@@ -97,7 +97,7 @@ async def _rename(
     tag = random.randrange(10**6)
     async with simfleet.open_channel(coordinator.target) as channel:
         admin = admin_pb2_grpc.AdminServiceStub(channel)
-        await channel.channel_ready()
+        await services.connected(channel, f"the coordinator at {coordinator.target}")
 
         async def one(i: int, node_id: str) -> None:
             nonlocal failures

@@ -98,11 +98,15 @@ def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> N
     for n in range(args.rounds + 1):
         join = _join(coordinator, fleet, created, n)
         joins.append(join)
-        figures = [f"RunMesh {percentile(join.latencies_ms, 99):.0f}"]
+        round_p99 = percentile(join.latencies_ms, 99)
+        figures = [f"RunMesh {round_p99:.0f} ({join.cpu_ms:.0f} ms CPU)"]
         for one in floors:
             taken = one.round(fleet, created, join)
             if taken is not None:
-                figures.append(f"floor {one.shape} {percentile(taken, 99):.0f}")
+                figures.append(
+                    f"floor {one.shape} {percentile(taken, 99):.0f}"
+                    f" ({one.cpu_ms[-1]:.0f} ms CPU)"
+                )
         counted = "" if n else " (not counted)"
         note(f"round {n}{counted}: p99 ms " + ", ".join(figures))
     joins = joins[1:]
@@ -127,6 +131,8 @@ def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> N
     sizes = sorted({b for j in joins for b in j.sizes})
     floor_rounds = {one.shape: one.rounds[1:] for one in floors}
     floors_of = {shape: floor_rounds.get(shape, []) for shape in floor.SHAPES}
+    floor_cpu = {one.shape: one.cpu_ms[1:] for one in floors}
+    cpu_of = {shape: _median(floor_cpu.get(shape, [])) for shape in floor.SHAPES}
     rounds_p99 = [percentile(j.latencies_ms, 99) for j in joins]
     p99 = statistics.median(rounds_p99)
     floor_p99s = [percentile(r, 99) for r in floors_of["bidi"]]
@@ -158,8 +164,13 @@ def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> N
         "floor_server_stream_rounds_p99_ms": server_stream_p99s,
         "connect_s": connect_s,
         "peak_rss_mib": peak,
+        "cpu_ms_per_round": statistics.median(j.cpu_ms for j in joins),
+        "floor_cpu_ms_per_round": cpu_of["bidi"],
+        "floor_server_stream_cpu_ms_per_round": cpu_of["server-stream"],
+        "rounds_cpu_ms": [j.cpu_ms for j in joins],
+        # None, not 0, when no floor was taken (--no-floor).
         "floor_received": min(
-            (len(r) for rounds in floors_of.values() for r in rounds), default=0
+            (len(r) for rounds in floors_of.values() for r in rounds), default=None
         ),
         "hold_s": hold,
         "loadavg": services.loadavg(),
@@ -181,6 +192,17 @@ def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> N
         ("floor with server streams p99 ms", server_stream_p99),
         ("  p99 ms of each round", " ".join(f"{v:.0f}" for v in server_stream_p99s)),
         ("ratio p99 / server-stream floor p99", result["ratio_server_stream"]),
+        (
+            "CPU ms per round: RunMesh / floor / server-stream",
+            " / ".join(
+                f"{result[k]:.0f}"
+                for k in (
+                    "cpu_ms_per_round",
+                    "floor_cpu_ms_per_round",
+                    "floor_server_stream_cpu_ms_per_round",
+                )
+            ),
+        ),
         (f"hold {hold:.0f}s: coordinator CPU % of a core", cpu_idle),
         ("coordinator RSS MiB (peak)", f"{rss:.0f} ({peak:.0f})"),
         ("streams dropped during hold", dropped),
@@ -207,6 +229,9 @@ class Join:
     approve_ms: float
     key: str
     raw: bytes
+    # The coordinator's CPU (every thread) from just before ApproveLink to
+    # the last node's receipt, and a little polling after.
+    cpu_ms: float
 
 
 def calm_seconds(nodes: int) -> float:
@@ -219,13 +244,18 @@ def _join(
     coordinator: services.Coordinator, fleet: simfleet.Fleet, nodes: int, n: int
 ) -> Join:
     # The newcomer starts its link first; only its approval is timed.
-    code, key = asyncio.run(_start_link(coordinator.target))
+    with coordinator.answering():
+        code, key = asyncio.run(_start_link(coordinator.target))
     fleet.call("watch", args=(key,))
     time.sleep(calm_seconds(nodes))
-    before, after = asyncio.run(
-        _approve(coordinator.target, coordinator.admin_key, code, f"newcomer-{n}")
-    )
-    replies = fleet.call("collect", args=(120.0,), timeout=200)
+    with coordinator.answering():
+        coordinator.check_running()
+        cpu_before = services.cpu_ms_exact(coordinator.pid)
+        before, after = asyncio.run(
+            _approve(coordinator.target, coordinator.admin_key, code, f"newcomer-{n}")
+        )
+        replies = fleet.call("collect", args=(120.0,), timeout=200)
+        cpu_ms = services.cpu_ms_exact(coordinator.pid) - cpu_before
     return Join(
         latencies_ms=[(t - before) * 1000 for r in replies for t in r["times"]],
         missing=sum(r["missing"] for r in replies),
@@ -233,6 +263,7 @@ def _join(
         approve_ms=(after - before) * 1000,
         key=key,
         raw=next((r["raw"] for r in replies if r["raw"]), b""),
+        cpu_ms=cpu_ms,
     )
 
 
@@ -255,7 +286,7 @@ async def _approve(
     """ApproveLink; time.time() just before the call and when it returned."""
     async with simfleet.open_channel(target) as channel:
         admin = admin_pb2_grpc.AdminServiceStub(channel)
-        await channel.channel_ready()
+        await services.connected(channel, f"the coordinator at {target}")
         before = time.time()
         await admin.ApproveLink(
             admin_pb2.ApproveLinkRequest(code=code, name=name),
@@ -272,8 +303,10 @@ class Floor:
     shape: str
     target: str
     proc: subprocess.Popen[bytes]
-    # Each fired round's latencies (ms), the untimed first one included.
+    # Each fired round's latencies (ms), the untimed first one included,
+    # and the floor's CPU in each (timed as Join.cpu_ms is).
     rounds: list[list[float]] = dataclasses.field(default_factory=list)
+    cpu_ms: list[float] = dataclasses.field(default_factory=list)
 
     def round(
         self, fleet: simfleet.Fleet, count: int, join: Join
@@ -283,8 +316,11 @@ class Floor:
         round's latencies (ms), or None if no node got that delta."""
         if not join.raw:
             return None
+        if (code := self.proc.poll()) is not None:
+            raise RuntimeError(f"the floor server ({self.shape}) exited (code {code})")
         fleet.call("settle")
         time.sleep(calm_seconds(count))
+        cpu_before = services.cpu_ms_exact(self.proc.pid)
         before = asyncio.run(floor.fire(self.target, join.raw))
         index = len(self.rounds)
         replies = fleet.call(
@@ -292,6 +328,7 @@ class Floor:
             [(self.shape, k, index, 120.0) for k in fleet.split(count)],
             timeout=200,
         )
+        self.cpu_ms.append(services.cpu_ms_exact(self.proc.pid) - cpu_before)
         taken = [(t - before) * 1000 for r in replies for t in r["times"]]
         self.rounds.append(taken)
         return taken

@@ -31,6 +31,7 @@ from typing import Any
 
 import grpc
 
+from bench import services
 from coordinator import collector
 from coordinator.server import SERVER_OPTIONS
 from runmesh.v1 import mesh_pb2
@@ -183,7 +184,7 @@ async def fire(target: str, payload: bytes) -> float:
         method = channel.unary_unary(
             FIRE, request_serializer=_same, response_deserializer=_same
         )
-        await channel.channel_ready()
+        await services.connected(channel, f"the floor server at {target}")
         before = time.time()
         await method(payload, timeout=60)
         return before

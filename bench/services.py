@@ -51,6 +51,37 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+# How long a benchmark waits for a server it started to take a connection.
+CONNECT_TIMEOUT = 30.0
+
+
+async def connected(channel: Any, what: str) -> None:
+    """Wait until ``channel`` is connected; RuntimeError naming ``what`` if
+    it is not within CONNECT_TIMEOUT (a server that died mid-run must fail
+    the run, not hang it: a call's own deadline starts only once the
+    channel is ready)."""
+    import asyncio
+
+    try:
+        await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT)
+    except TimeoutError:
+        raise RuntimeError(
+            f"{what} took no connection within {CONNECT_TIMEOUT:.0f} s"
+        ) from None
+
+
+def cpu_ms_exact(pid: int) -> float:
+    """CPU time of every thread of a process so far, in ms, to the
+    nanosecond (schedstat): a fan-out round takes tens of ms, below the
+    10 ms resolution of ``cpu_seconds``. A thread that ended is not counted,
+    so only differences over a short window mean anything."""
+    total = 0
+    for path in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(path.read_text().split()[0])
+    return total / 1e6
+
+
 def memory_mib(pid: int) -> tuple[float, float]:
     """(current RSS, peak RSS) of a process, in MiB."""
     status = Path(f"/proc/{pid}/status").read_text()
@@ -153,6 +184,26 @@ class Coordinator:
             raise RuntimeError(f"coordinator: {exc}:\n{self.log_tail(10)}") from None
         return launched
 
+    def check_running(self) -> None:
+        """RuntimeError, with its last log lines, if the server has exited."""
+        if self.proc is not None and (code := self.proc.poll()) is not None:
+            raise RuntimeError(
+                f"the coordinator exited (code {code}):\n{self.log_tail(10)}"
+            )
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """Around calls to the coordinator: if one fails because the
+        coordinator died, say that, not how the call broke."""
+        try:
+            yield
+        except Exception:
+            if self.proc is not None:  # a dying process may not be reaped yet
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=1)
+            self.check_running()
+            raise
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -206,6 +257,7 @@ def bench_run(prefix: str, keep: bool = False) -> Iterator[contextlib.ExitStack]
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, on_term)
+    failure: BaseException | None = None
     with contextlib.ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix=f"runmesh-{prefix}-"))
         if not keep:
@@ -214,8 +266,36 @@ def bench_run(prefix: str, keep: bool = False) -> Iterator[contextlib.ExitStack]
         stack.workdir = workdir  # type: ignore[attr-defined]
         try:
             yield stack
+        except (Exception, KeyboardInterrupt) as exc:
+            failure = exc
         finally:
             signal.signal(signal.SIGTERM, previous)
+    # Everything the run started is stopped by now; say why it ended in
+    # words, not with a traceback.
+    if isinstance(failure, KeyboardInterrupt):
+        why = f" ({failure})" if str(failure) else ""
+        print(
+            f"bench.{prefix}: interrupted{why}; stopped what it started",
+            file=sys.stderr,
+        )
+        raise SystemExit(130)
+    if failure is not None:
+        kept = (
+            f" (its work directory, with the logs: {workdir})"
+            if keep
+            else (" (--keep keeps the work directory and its logs)")
+        )
+        print(f"bench.{prefix}: failed: {_said(failure)}{kept}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def _said(exc: BaseException) -> str:
+    """What went wrong, in one line where it can be: a failed gRPC call as
+    its status and details, anything else as its message."""
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    if callable(code) and callable(details):
+        return f"a call failed: {code().name}: {details()}"
+    return str(exc) or type(exc).__name__
 
 
 def _remove_tree(path: Path) -> None:

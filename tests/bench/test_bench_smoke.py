@@ -64,6 +64,15 @@ def test_fanout_delivers_the_new_peer_to_every_node(fleet_dir: Path) -> None:
         "approvals_per_s",
     ):
         assert fanout[key] is not None and fanout[key] >= 0
+    # Every server does some work in a round: a zero would mean the wrong
+    # process (or none) was read.
+    for key in (
+        "cpu_ms_per_round",
+        "floor_cpu_ms_per_round",
+        "floor_server_stream_cpu_ms_per_round",
+    ):
+        assert fanout[key] > 0, key
+    assert len(fanout["rounds_cpu_ms"]) == fanout["rounds"] == 2
 
 
 def test_storm_resumes_every_node_on_the_right_map(fleet_dir: Path) -> None:

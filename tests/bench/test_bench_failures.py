@@ -1,0 +1,130 @@
+"""A benchmark whose server dies, or that is interrupted, ends promptly
+with one line saying why, and leaves nothing running.
+
+Regression: a floor server or the coordinator killed between rounds made
+``bench.fanout`` wait forever for a connection (``channel_ready()`` has no
+deadline of its own); a failed call or Ctrl-C ended in a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["--nodes", "4", "--workers", "2", "--rounds", "4", "--hold", "0"]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every living process below ``pid`` (servers run in their own sessions)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(entry.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+def command_of(pid: int) -> str:
+    try:
+        return (Path(f"/proc/{pid}/cmdline").read_bytes()).replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def run_until(line: str, act: object) -> tuple[subprocess.Popen[str], str, float]:
+    """Start bench.fanout; once ``line`` is in its stderr call ``act(proc)``;
+    returns the process, all of its stderr and seconds from act to exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.fanout", *SMALL],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = []
+    try:
+        for text in proc.stderr:
+            seen.append(text)
+            if line in text:
+                act(proc)  # type: ignore[operator]
+                break
+        acted = time.monotonic()
+        seen.append(proc.stderr.read())
+        proc.wait(timeout=120)
+        return proc, "".join(seen), time.monotonic() - acted
+    finally:
+        if proc.poll() is None:  # the test failed: leave nothing behind
+            for child in descendants(proc.pid):
+                with contextlib.suppress(OSError):
+                    os.kill(child, signal.SIGKILL)
+            proc.kill()
+            proc.wait()
+
+
+def kill_child(matching: str):  # type: ignore[no-untyped-def]
+    def act(proc: subprocess.Popen[str]) -> None:
+        victims = [p for p in descendants(proc.pid) if matching in command_of(p)]
+        assert victims, f"no child process runs {matching!r}"
+        os.kill(victims[0], signal.SIGKILL)
+        act.children = descendants(proc.pid)  # type: ignore[attr-defined]
+
+    return act
+
+
+def assert_nothing_left(children: set[int]) -> None:
+    time.sleep(0.5)
+    alive = [p for p in children if Path(f"/proc/{p}").exists() and command_of(p)]
+    assert not alive, [command_of(p) for p in alive]
+
+
+def test_a_floor_server_that_dies_fails_the_run_in_words() -> None:
+    act = kill_child("bench.floor")
+    proc, said, took = run_until("round 1:", act)
+    assert proc.returncode == 1, said
+    assert "bench.fanout: failed: the floor server" in said, said
+    assert "exited" in said
+    assert "Traceback" not in said, said
+    assert took < 60, took
+    assert_nothing_left(act.children)  # type: ignore[attr-defined]
+
+
+def test_a_coordinator_that_dies_fails_the_run_in_words() -> None:
+    act = kill_child("runmesh-coordinator")
+    proc, said, took = run_until("round 1:", act)
+    assert proc.returncode == 1, said
+    assert "bench.fanout: failed: the coordinator exited" in said, said
+    assert "Traceback" not in said, said
+    assert took < 60, took
+    assert_nothing_left(act.children)  # type: ignore[attr-defined]
+
+
+def test_an_interrupted_run_says_so_and_stops_everything() -> None:
+    children: set[int] = set()
+
+    def act(proc: subprocess.Popen[str]) -> None:
+        children.update(descendants(proc.pid))
+        proc.send_signal(signal.SIGTERM)
+
+    proc, said, took = run_until("round 1:", act)
+    assert proc.returncode == 130, said
+    assert "bench.fanout: interrupted (signal 15); stopped what it started" in said
+    assert "Traceback" not in said, said
+    assert took < 30, took
+    assert_nothing_left(children)
