@@ -96,6 +96,7 @@ def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> N
     # and is not counted.
     joins = []
     for n in range(args.rounds + 1):
+        services.check_interrupted()
         join = _join(coordinator, fleet, created, n)
         joins.append(join)
         round_p99 = percentile(join.latencies_ms, 99)

@@ -249,14 +249,41 @@ class Gateway:
                 self.proc.kill()
 
 
+# The signal a run was interrupted by and that has not ended it yet.
+_interrupted_by: int | None = None
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    global _interrupted_by
+    _interrupted_by = signum
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def check_interrupted() -> None:
+    """Raise the interrupt again if it was swallowed: one that lands in a
+    finaliser (grpc's channel clean-up joins a thread there) is printed and
+    ignored, and the run went on to its end. Called between steps."""
+    if _interrupted_by is not None:
+        raise KeyboardInterrupt(f"signal {_interrupted_by}")
+
+
 @contextlib.contextmanager
 def bench_run(prefix: str, keep: bool = False) -> Iterator[contextlib.ExitStack]:
     """A work directory and a clean-up stack, unwound also on Ctrl-C/SIGTERM."""
+    global _interrupted_by
+    previous = {
+        signum: signal.signal(signum, _on_signal)
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    # An interrupt swallowed by a finaliser is raised again by
+    # check_interrupted(); it needs no traceback of its own meanwhile.
+    default_hook = sys.unraisablehook
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+    def unraisable(info: Any) -> None:
+        if not isinstance(info.exc_value, KeyboardInterrupt):
+            default_hook(info)
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    sys.unraisablehook = unraisable
     failure: BaseException | None = None
     with contextlib.ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix=f"runmesh-{prefix}-"))
@@ -269,7 +296,13 @@ def bench_run(prefix: str, keep: bool = False) -> Iterator[contextlib.ExitStack]
         except (Exception, KeyboardInterrupt) as exc:
             failure = exc
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            # The clean-up below must run to its end: no second interrupt.
+            for signum in previous:
+                signal.signal(signum, signal.SIG_IGN)
+            _interrupted_by = None
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+    sys.unraisablehook = default_hook
     # Everything the run started is stopped by now; say why it ended in
     # words, not with a traceback.
     if isinstance(failure, KeyboardInterrupt):

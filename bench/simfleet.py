@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import grpc
 from nacl.public import PrivateKey
 
-from bench import flags, floor
+from bench import flags, floor, services
 from bench.services import Coordinator
 from coordinator.collector import YOUNG_THRESHOLD
 from coordinator.hub import BURST_WRITES_PER_SECOND
@@ -779,6 +779,7 @@ class Fleet:
         args: tuple[Any, ...] = (),
     ) -> list[dict[str, Any]]:
         """Send a command to every worker, wait (bounded) for every reply."""
+        services.check_interrupted()
         for i, conn in enumerate(self.conns):
             conn.send((command, per_worker[i] if per_worker is not None else args))
         replies = []

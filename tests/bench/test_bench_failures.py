@@ -128,3 +128,38 @@ def test_an_interrupted_run_says_so_and_stops_everything() -> None:
     assert "Traceback" not in said, said
     assert took < 30, took
     assert_nothing_left(children)
+
+
+SWALLOWED = """
+import os, signal, time
+from bench import services
+
+class Finaliser:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)  # raised here, and ignored
+
+with services.bench_run("probe"):
+    Finaliser()
+    print("went on", flush=True)
+    for _ in range(50):
+        services.check_interrupted()
+        time.sleep(0.1)
+    print("reached the end", flush=True)
+"""
+
+
+def test_an_interrupt_swallowed_by_a_finaliser_still_ends_the_run() -> None:
+    """Regression: SIGTERM landing while grpc's channel finaliser joined a
+    thread was printed as "Exception ignored" and the run went on to exit
+    0; the next step between rounds now raises it again."""
+    done = subprocess.run(
+        [sys.executable, "-c", SWALLOWED],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 130, done
+    assert "went on" in done.stdout and "reached the end" not in done.stdout
+    assert "bench.probe: interrupted (signal 15)" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
