@@ -9,6 +9,7 @@ drive them are in ``bench.simfleet``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -60,8 +61,6 @@ async def connected(channel: Any, what: str) -> None:
     it is not within CONNECT_TIMEOUT (a server that died mid-run must fail
     the run, not hang it: a call's own deadline starts only once the
     channel is ready)."""
-    import asyncio
-
     try:
         await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT)
     except TimeoutError:
