@@ -137,6 +137,10 @@ class Broadcast:
     # perf_counter() when the feed read the changes, for fan-out latency.
     read_at: float = 0.0
 
+    def follows(self, version: int) -> bool:
+        """Whether this is the next delta for a stream at ``version``."""
+        return self.from_version == version
+
 
 @dataclass(frozen=True)
 class Revocation:
@@ -188,6 +192,17 @@ class Subscriber:
         else:
             self.inbox.append(item)
         self.wake.set()
+
+    def take_next_delta(self) -> Broadcast | None:
+        """The inbox's only item, taken, if it is the delta that follows
+        ``version``; else None and the inbox is left as it was."""
+        inbox = self.inbox
+        if len(inbox) == 1:
+            item = inbox[0]
+            if isinstance(item, Broadcast) and item.follows(self.version):
+                inbox.clear()
+                return item
+        return None
 
     def take(self) -> list[QueueItem]:
         items = list(self.inbox)
@@ -375,13 +390,17 @@ class OrgFeed:
         metrics.COALESCED_CHANGES.inc(len(changes) - 1)
         removed = {c.node_id for c in changes if c.op == ChangeOp.REMOVE}
         rekeyed = {c.public_key for c in changes if c.op == ChangeOp.REKEY}
-        for subscriber in list(self.subscribers.values()):
+        subscribers = list(self.subscribers.values())
+        for subscriber in subscribers:
             subscriber.offer(broadcast)
-            if subscriber.node_id in removed:
-                subscriber.offer(Revocation("node revoked"))
-            elif subscriber.public_key in rekeyed:
-                # Streams opened with the old key: come back with the new one.
-                subscriber.offer(ReconnectRequest("node key rotated", 500))
+        if removed or rekeyed:
+            # Queued after the broadcast that ends them.
+            for subscriber in subscribers:
+                if subscriber.node_id in removed:
+                    subscriber.offer(Revocation("node revoked"))
+                elif subscriber.public_key in rekeyed:
+                    # Opened with the old key: come back with the new one.
+                    subscriber.offer(ReconnectRequest("node key rotated", 500))
         if self._on_broadcast is not None:
             self._on_broadcast(broadcast, len(self.subscribers))
 

@@ -11,6 +11,7 @@ import pytest
 from coordinator.hub import (
     Broadcast,
     FullMapNeeded,
+    QueueItem,
     ReconnectRequest,
     Revocation,
     Subscriber,
@@ -60,3 +61,35 @@ async def test_the_end_of_the_stream_survives_a_reset(
     items = inbox.take()
     assert isinstance(items[0], FullMapNeeded)
     assert items[1:] == [ending]
+
+
+async def test_the_next_delta_alone_is_taken_on_the_short_path() -> None:
+    inbox = Subscriber(1, "org", "node", "key", limit=4)
+    inbox.version = 1
+    inbox.offer(broadcast(2))
+
+    taken = inbox.take_next_delta()
+
+    assert taken is not None and taken.to_version == 2
+    assert inbox.take() == []
+
+
+@pytest.mark.parametrize(
+    "queued",
+    [
+        [broadcast(3)],  # does not follow version 1: a gap, the general path
+        [broadcast(2), broadcast(3)],  # more than one item
+        [broadcast(2), Revocation("node revoked")],  # the stream's end too
+        [FullMapNeeded()],
+        [],
+    ],
+)
+async def test_anything_else_is_left_for_the_general_path(
+    queued: list[QueueItem],
+) -> None:
+    inbox = Subscriber(1, "org", "node", "key", limit=4)
+    inbox.version = 1
+    inbox.inbox.extend(queued)
+
+    assert inbox.take_next_delta() is None
+    assert inbox.take() == queued
