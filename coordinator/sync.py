@@ -119,6 +119,10 @@ class NodeStream:
         self._last_heard = time.monotonic()
         self._nonce = b""
         self._subscriber: Subscriber | None = None
+        # The node's latest endpoints sent after its hello but before the
+        # stream was set up (meshd sends them as soon as it has said hello):
+        # applied once the node's presence is claimed, not dropped.
+        self._early_endpoints: mesh_pb2.EndpointUpdate | None = None
         # What the node asked for mid-stream (resync, a key rotation),
         # handled by the writer in order.
         self._requests: collections.deque[mesh_pb2.NodeMessage] = collections.deque()
@@ -152,6 +156,8 @@ class NodeStream:
                     self._wake_writer()
                 elif kind == "endpoints" and self._subscriber is not None:
                     self._update_endpoints(self._subscriber, message.endpoints)
+                elif kind == "endpoints" and self._hello.done():
+                    self._early_endpoints = message.endpoints
         except CoordinatorError as exc:
             self._refused = exc
         finally:
@@ -194,6 +200,9 @@ class NodeStream:
         metrics.STREAM_SETUPS.labels("ok").inc()
         metrics.STREAMS_OPEN.inc()
         self._subscriber = subscriber
+        if self._early_endpoints is not None:
+            self._update_endpoints(subscriber, self._early_endpoints)
+            self._early_endpoints = None
         reason = "stream ended"
         try:
             reason = await self._pump(feed, subscriber)

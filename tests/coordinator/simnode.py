@@ -316,13 +316,16 @@ class SimNode:
         endpoints: Sequence[str] = (),
         listen_port: int = 0,
         restore: bool = True,
+        update_after_hello: Sequence[str] = (),
     ) -> mesh_pb2.CoordinatorMessage:
         """Open Sync and apply the first message; returns that message.
 
         ``last_version`` defaults to the version held (a resume). A lower
         one is a node that lost its newer state: when ``restore`` is set
         and the node once held that version, its copy goes back to what it
-        held then, as a restored ``map.json`` would. Raises
+        held then, as a restored ``map.json`` would. ``update_after_hello``:
+        endpoints sent in an EndpointUpdate right behind the hello, before
+        the first map has arrived (as meshd may). Raises
         ``grpc.aio.AioRpcError`` when the coordinator refuses the stream.
         """
         assert not self.connected, "already holds a stream"
@@ -354,6 +357,11 @@ class SimNode:
             meshd_version="simnode",
         )
         await self._write(call, mesh_pb2.NodeMessage(hello=hello))
+        if update_after_hello:
+            update = mesh_pb2.EndpointUpdate(
+                endpoints=list(update_after_hello), listen_port=listen_port
+            )
+            await self._write(call, mesh_pb2.NodeMessage(endpoints=update))
         try:
             message = await asyncio.wait_for(call.read(), RPC_TIMEOUT)
         except grpc.aio.AioRpcError as error:

@@ -110,6 +110,32 @@ async def test_a_late_ending_old_stream_leaves_the_node_online(org: MeshOrg) -> 
     assert_matches_truth(org, quiet.truth)
 
 
+async def test_endpoints_sent_right_behind_the_hello_are_not_lost(
+    org: MeshOrg,
+) -> None:
+    """Regression: an EndpointUpdate that reached the coordinator while the
+    stream was still being set up (meshd sends one as soon as it has said
+    hello) was dropped without a word; peers kept the hello's endpoint."""
+    watcher, roamer = await org.join("watcher"), await org.join("roamer")
+    await watcher.connect()
+
+    await roamer.connect(
+        endpoints=["192.0.2.10:51820"],
+        listen_port=51820,
+        update_after_hello=["198.51.100.7:51820"],
+    )
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        seen = watcher.applied_view().get(roamer.public_key)
+        if seen is not None and seen.endpoint == "198.51.100.7:51820":
+            break
+        await asyncio.sleep(0.05)
+    quiet = await org.quiet()
+    assert watcher.applied_view()[roamer.public_key].endpoint == "198.51.100.7:51820"
+    assert_matches_truth(org, quiet.truth)
+
+
 async def test_a_slow_consumer_costs_only_itself_and_recovers_with_a_full_map(
     org: MeshOrg,
 ) -> None:
