@@ -66,6 +66,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         "version_before": version_before,
         "version_after": dict(after["versions"]),
         "loadavg": services.loadavg(),
+        "cpus": coordinator.placement.as_json(),
     }
     rows = [
         ("nodes", created),
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         ),
         ("full PeerMapCopy maps checked", result["maps_checked"]),
         ("machine load average (2 cores)", result["loadavg"]),
+        ("CPUs", coordinator.placement.describe()),
     ]
     emit(f"bench.churn --nodes {args.nodes}", rows, result)
 

@@ -40,7 +40,7 @@ import subprocess
 import sys
 import time
 
-from bench import flags, floor, services, simfleet
+from bench import flags, floor, placement, services, simfleet
 from bench.report import emit, note, percentile
 from coordinator.hub import BURST_WRITES_PER_SECOND, Coalescing
 from runmesh.v1 import admin_pb2, admin_pb2_grpc, mesh_pb2, mesh_pb2_grpc
@@ -87,7 +87,10 @@ def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> N
     floors = (
         []
         if args.no_floor
-        else [open_floor(fleet, args, created, stack, shape) for shape in floor.SHAPES]
+        else [
+            open_floor(fleet, args, created, stack, shape, coordinator.placement)
+            for shape in floor.SHAPES
+        ]
     )
     fleet.call("mark")
     # RunMesh's round and then each floor's, in turn, so that all are taken
@@ -175,6 +178,7 @@ def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> N
         ),
         "hold_s": hold,
         "loadavg": services.loadavg(),
+        "cpus": coordinator.placement.as_json(),
     }
     rows = [
         ("nodes (streams)", created),
@@ -208,6 +212,7 @@ def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> N
         ("coordinator RSS MiB (peak)", f"{rss:.0f} ({peak:.0f})"),
         ("streams dropped during hold", dropped),
         ("machine load average (2 cores)", result["loadavg"]),
+        ("CPUs", coordinator.placement.describe()),
     ]
     emit(f"bench.fanout --nodes {args.nodes}", rows, result)
 
@@ -344,14 +349,17 @@ def open_floor(
     count: int,
     stack: contextlib.ExitStack,
     shape: str,
+    where: placement.Placement,
 ) -> Floor:
     """A floor server with ``count`` open streams of ``shape``, held by the
-    fleet's workers next to the nodes' streams."""
+    fleet's workers next to the nodes' streams; it runs on the CPUs the
+    coordinator runs on."""
     port = services.free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.floor", "--port", str(port)],
-        start_new_session=True,
-    )
+    with placement.starting_on(where.servers):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.floor", "--port", str(port)],
+            start_new_session=True,
+        )
     stack.callback(_stop, proc)
     services.wait_for_port(port, 30, proc)
     target = f"127.0.0.1:{port}"

@@ -35,7 +35,11 @@ def main() -> None:
 
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     coordinator, fleet, created, approvals = simfleet.setup(args, stack)
-    gateway = services.Gateway(stack.workdir, coordinator.target)  # type: ignore[attr-defined]
+    gateway = services.Gateway(
+        stack.workdir,  # type: ignore[attr-defined]
+        coordinator.target,
+        coordinator.placement.servers,
+    )
     stack.callback(gateway.stop)
     with httpx.Client(
         base_url=f"http://127.0.0.1:{gateway.port}/v1/runmesh",
@@ -66,6 +70,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         "requests": 3 * args.requests,
         "approvals_per_s": approvals,
         "loadavg": services.loadavg(),
+        "cpus": coordinator.placement.as_json(),
     }
     rows = [
         ("nodes", created),
@@ -84,6 +89,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         ("overview total", overview.get("total")),
         ("requests answered 200 OK", f"{result['answered']} / {result['requests']}"),
         ("machine load average (2 cores)", result["loadavg"]),
+        ("CPUs", coordinator.placement.describe()),
     ]
     emit(f"bench.rest --nodes {args.nodes}", rows, result)
 

@@ -22,6 +22,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import placement
+
 BIN = Path(sys.executable).parent
 
 
@@ -104,8 +106,15 @@ class Coordinator:
         "1",
     ]
 
-    def __init__(self, workdir: Path, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        extra: Sequence[str] = (),
+        where: placement.Placement = placement.SHARED,
+    ) -> None:
         self.workdir = workdir
+        # Where this benchmark's servers and nodes run (restarts included).
+        self.placement = where
         self.db_url = f"sqlite:///{workdir / 'x.db'}"
         self.port = free_port()
         self.extra = list(extra)
@@ -173,9 +182,10 @@ class Coordinator:
             *self.extra,
         ]
         launched = time.time()
-        self.proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        with placement.starting_on(self.placement.servers):
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         try:
             wait_for_port(self.port, 60, self.proc)
         except RuntimeError as exc:
@@ -219,10 +229,17 @@ class Coordinator:
 
 
 class Gateway:
-    def __init__(self, workdir: Path, coordinator: str) -> None:
+    def __init__(
+        self, workdir: Path, coordinator: str, cpus: frozenset[int] = frozenset()
+    ) -> None:
         self.port = free_port()
         log = (workdir / "gateway.log").open("ab")
-        self.proc = subprocess.Popen(
+        with placement.starting_on(cpus):
+            self.proc = self._start(log, coordinator)
+        wait_for_port(self.port, 60, self.proc)
+
+    def _start(self, log: Any, coordinator: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 str(BIN / "runmesh-gateway"),
                 "serve",
@@ -237,7 +254,6 @@ class Gateway:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_for_port(self.port, 60, self.proc)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

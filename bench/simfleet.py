@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import grpc
 from nacl.public import PrivateKey
 
-from bench import flags, floor, services
+from bench import flags, floor, placement, services
 from bench.services import Coordinator
 from coordinator.collector import YOUNG_THRESHOLD
 from coordinator.hub import BURST_WRITES_PER_SECOND
@@ -749,6 +749,7 @@ class Fleet:
         channels: int,
         verify: int,
         keepalive: float,
+        cpus: frozenset[int] = frozenset(),
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self.conns: list[multiprocessing.connection.Connection] = []
@@ -767,7 +768,8 @@ class Fleet:
             proc = context.Process(
                 target=worker_main, args=(child, config), daemon=True
             )
-            proc.start()
+            with placement.starting_on(cpus):
+                proc.start()
             self.conns.append(parent)
             self.procs.append(proc)
 
@@ -948,6 +950,12 @@ def add_fleet_arguments(parser: Any, nodes: int) -> None:
         default=25.0,
         help="--keepalive of the coordinator and of the nodes",
     )
+    parser.add_argument(
+        "--shared-cpus",
+        action="store_true",
+        help="run the servers and the nodes on any CPU (by default the servers "
+        "get half of the CPUs and the nodes the other half)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument(
         "--save-fleet",
@@ -967,8 +975,9 @@ def setup(
     args: Any, stack: contextlib.ExitStack, extra: Sequence[str] = ()
 ) -> tuple[Coordinator, Fleet, int, float | None]:
     """Coordinator + fleet with N nodes: (coordinator, fleet, nodes, approvals/s)."""
+    where = placement.choose(args.shared_cpus)
     coordinator = Coordinator(
-        stack.workdir, ["--keepalive", str(args.keepalive), *extra]
+        stack.workdir, ["--keepalive", str(args.keepalive), *extra], where
     )  # type: ignore[attr-defined]
     if args.from_fleet is not None:
         admin_key = coordinator.adopt(args.from_fleet)
@@ -983,6 +992,7 @@ def setup(
         args.channels,
         verify_count(args),
         args.keepalive,
+        where.nodes,
     )
     stack.callback(fleet.close)
     if args.from_fleet is not None:

@@ -80,6 +80,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         "restart_listening_s": listening,
         "approvals_per_s": approvals,
         "loadavg": services.loadavg(),
+        "cpus": coordinator.placement.as_json(),
     }
     rows = [
         ("nodes", created),
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         ("full PeerMapCopy peer sets compared", check["maps_checked"]),
         ("converged and correct", ok),
         ("machine load average (2 cores)", result["loadavg"]),
+        ("CPUs", coordinator.placement.describe()),
     ]
     emit(f"bench.storm --nodes {args.nodes}", rows, result)
 

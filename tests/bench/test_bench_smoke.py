@@ -6,6 +6,7 @@ asserted here; the benchmarks themselves report it."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,13 @@ def test_fanout_delivers_the_new_peer_to_every_node(fleet_dir: Path) -> None:
     ):
         assert fanout[key] > 0, key
     assert len(fanout["rounds_cpu_ms"]) == fanout["rounds"] == 2
+    # The servers and the nodes on separate halves of the CPUs (one CPU: shared).
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        half = len(cpus) // 2
+        assert fanout["cpus"] == {"servers": cpus[:half], "nodes": cpus[half:]}
+    else:
+        assert fanout["cpus"] is None
 
 
 def test_storm_resumes_every_node_on_the_right_map(fleet_dir: Path) -> None:
