@@ -977,8 +977,10 @@ def setup(
     """Coordinator + fleet with N nodes: (coordinator, fleet, nodes, approvals/s)."""
     where = placement.choose(args.shared_cpus)
     coordinator = Coordinator(
-        stack.workdir, ["--keepalive", str(args.keepalive), *extra], where
-    )  # type: ignore[attr-defined]
+        stack.workdir,  # type: ignore[attr-defined]
+        ["--keepalive", str(args.keepalive), *extra],
+        where,
+    )
     if args.from_fleet is not None:
         admin_key = coordinator.adopt(args.from_fleet)
     else:
