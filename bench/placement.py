@@ -5,7 +5,7 @@ the floors) and the simulated nodes that drive them on one machine. In
 production a coordinator does not share its CPUs with a thousand nodes,
 so by default the servers get one half of the CPUs this process may use
 and the nodes' worker processes the other half; with fewer than two CPUs,
-or ``--shared-cpus``, everything runs anywhere, as the kernel likes.
+or ``--shared-cpus``, every process may run on any of them.
 
 Why (measured on a 2-core machine, see docs/performance.md): sharing both
 cores with the nodes' three busy client processes, the coordinator's event
@@ -25,31 +25,30 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Placement:
-    # Empty: no restriction (the kernel chooses).
-    servers: frozenset[int] = frozenset()
-    nodes: frozenset[int] = frozenset()
+    servers: frozenset[int]
+    nodes: frozenset[int]
+
+    @property
+    def shared(self) -> bool:
+        return self.servers == self.nodes
 
     def describe(self) -> str:
-        if not self.servers:
-            return "shared (every process on any CPU)"
+        if self.shared:
+            return f"shared: every process on {_cpus(self.servers)}"
         return f"servers on {_cpus(self.servers)}, nodes on {_cpus(self.nodes)}"
 
-    def as_json(self) -> dict[str, list[int]] | None:
-        if not self.servers:
-            return None
+    def as_json(self) -> dict[str, list[int]]:
         return {"servers": sorted(self.servers), "nodes": sorted(self.nodes)}
-
-
-# Every process on any CPU.
-SHARED = Placement()
 
 
 def choose(shared: bool, available: set[int] | None = None) -> Placement:
     """Half of ``available`` (this process's CPUs) for the servers, the
-    rest for the nodes; no split if ``shared`` or fewer than two CPUs."""
+    rest for the nodes; every process on all of them if ``shared`` or
+    there is only one."""
     cpus = sorted(os.sched_getaffinity(0) if available is None else available)
     if shared or len(cpus) < 2:
-        return SHARED
+        every = frozenset(cpus)
+        return Placement(every, every)
     half = len(cpus) // 2
     return Placement(frozenset(cpus[:half]), frozenset(cpus[half:]))
 

@@ -109,8 +109,8 @@ class Coordinator:
     def __init__(
         self,
         workdir: Path,
-        extra: Sequence[str] = (),
-        where: placement.Placement = placement.SHARED,
+        extra: Sequence[str],
+        where: placement.Placement,
     ) -> None:
         self.workdir = workdir
         # Where this benchmark's servers and nodes run (restarts included).
@@ -236,7 +236,11 @@ class Gateway:
         log = (workdir / "gateway.log").open("ab")
         with placement.starting_on(cpus):
             self.proc = self._start(log, coordinator)
-        wait_for_port(self.port, 60, self.proc)
+        try:
+            wait_for_port(self.port, 60, self.proc)
+        except BaseException:
+            self.stop()  # nobody else holds it yet (an interrupt, a failed start)
+            raise
 
     def _start(self, log: Any, coordinator: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(

@@ -985,8 +985,9 @@ def setup(
         admin_key = coordinator.adopt(args.from_fleet)
     else:
         admin_key = coordinator.create_key()
-    coordinator.start()
+    # Registered before the start: an interrupt while it starts stops it too.
     stack.callback(coordinator.kill)
+    coordinator.start()
     fleet = Fleet(
         coordinator.target,
         admin_key,

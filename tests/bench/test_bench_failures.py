@@ -163,3 +163,42 @@ def test_an_interrupt_swallowed_by_a_finaliser_still_ends_the_run() -> None:
     assert "went on" in done.stdout and "reached the end" not in done.stdout
     assert "bench.probe: interrupted (signal 15)" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_an_interrupt_while_the_coordinator_starts_stops_it_too() -> None:
+    """Regression: the coordinator's clean-up was registered only once it was
+    listening, so an interrupt during its start left it running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.fanout", *SMALL],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    children: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = [
+                p
+                for p in descendants(proc.pid)
+                # The server itself, not the `keys create` run before it.
+                if "runmesh-coordinator" in command_of(p) and " serve " in command_of(p)
+            ]
+            if found:
+                children.update(found)
+                break
+            time.sleep(0.005)
+        assert children, "the coordinator never started"
+        proc.send_signal(signal.SIGTERM)
+        _, said = proc.communicate(timeout=60)
+        assert proc.returncode == 130, said
+        assert "interrupted (signal 15); stopped what it started" in said, said
+        assert_nothing_left(children)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for child in children:
+            with contextlib.suppress(OSError):
+                os.kill(child, signal.SIGKILL)

@@ -76,11 +76,9 @@ def test_fanout_delivers_the_new_peer_to_every_node(fleet_dir: Path) -> None:
     assert len(fanout["rounds_cpu_ms"]) == fanout["rounds"] == 2
     # The servers and the nodes on separate halves of the CPUs (one CPU: shared).
     cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) >= 2:
-        half = len(cpus) // 2
-        assert fanout["cpus"] == {"servers": cpus[:half], "nodes": cpus[half:]}
-    else:
-        assert fanout["cpus"] is None
+    half = len(cpus) // 2 if len(cpus) >= 2 else len(cpus)
+    servers, nodes = cpus[:half], (cpus[half:] or cpus)
+    assert fanout["cpus"] == {"servers": servers, "nodes": nodes}
 
 
 def test_storm_resumes_every_node_on_the_right_map(fleet_dir: Path) -> None:

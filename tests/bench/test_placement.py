@@ -38,11 +38,16 @@ def test_the_servers_get_one_half_of_the_cpus_and_the_nodes_the_other() -> None:
     assert five.describe() == "servers on CPU 0,1, nodes on CPU 3,4,7"
 
 
-def test_one_cpu_or_shared_cpus_put_everything_anywhere() -> None:
-    for where in (placement.choose(False, {2}), placement.choose(True, {0, 1})):
-        assert where == placement.SHARED
-        assert where.as_json() is None
-        assert where.describe() == "shared (every process on any CPU)"
+def test_one_cpu_or_shared_cpus_put_every_process_on_all_of_them() -> None:
+    # Regression: under `taskset -c 0` the run was reported as "on any CPU".
+    one = placement.choose(False, {2})
+    assert one.shared and one.servers == one.nodes == {2}
+    assert one.as_json() == {"servers": [2], "nodes": [2]}
+    assert one.describe() == "shared: every process on CPU 2"
+    both = placement.choose(True, {0, 1})
+    assert both.shared and both.servers == both.nodes == {0, 1}
+    assert both.describe() == "shared: every process on CPU 0,1"
+    assert not placement.choose(False, {0, 1}).shared
 
 
 def test_a_process_started_on_some_cpus_runs_there_with_its_threads() -> None:
