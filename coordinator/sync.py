@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from coordinator import changelog, metrics, nodeauth, nodes, peermap
@@ -68,6 +69,8 @@ MAX_STREAMS_PER_NODE = 4
 MAX_PENDING_REQUESTS = 16
 # How long a new node's first stream waits for the feed to learn of it.
 FEED_CATCH_UP_SECONDS = 3.0
+# How long a failed write waits to learn whether the node hung up.
+HANG_UP_SECONDS = 1.0
 
 Write = Callable[[bytes], Awaitable[None]]
 
@@ -144,6 +147,14 @@ class NodeStream:
         reader = asyncio.create_task(self._read())
         try:
             await self._serve()
+        except (CoordinatorError, OperationalError):
+            raise  # answered with their status (see rpc.boundary)
+        except Exception as exc:
+            if not await self._node_hung_up():
+                raise
+            # A write to a node that hung up fails with grpc's own batch
+            # error, not a status: the node went away, nothing went wrong.
+            log.info("stream ended: the node hung up (%s)", type(exc).__name__)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -172,6 +183,13 @@ class NodeStream:
         finally:
             self._ended.set()
             self._wake_writer()
+
+    async def _node_hung_up(self) -> bool:
+        """Whether the node's side of the stream has ended (the reader sees
+        that a moment after a write to it fails), without a refusal."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ended.wait(), HANG_UP_SECONDS)
+        return self._ended.is_set() and self._refused is None
 
     def _raise_refusal(self) -> None:
         """The reader stopped: raise why, if it refused something."""

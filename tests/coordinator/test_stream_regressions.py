@@ -357,3 +357,35 @@ async def test_a_node_silent_past_its_keepalive_deadline_is_closed_and_goes_offl
     await watcher.wait_for(lambda: not watcher.applied_view()[silent.public_key].online)
     quiet = await org.quiet([watcher])
     assert_matches_truth(org, quiet.truth)
+
+
+async def test_a_node_that_goes_away_with_writes_blocked_is_not_an_error(
+    org: MeshOrg, coordinator: Coordinator
+) -> None:
+    """Regression: a node that stopped reading and then hung up made the
+    write waiting on it fail, and the coordinator logged that as an
+    unexpected error with a traceback. It is the node's going away."""
+    errors_before = coordinator.log().count("unexpected error in Sync")
+    hung_up_before = coordinator.log().count("stream ended: the node hung up")
+    renamed = await org.join("renamed")
+    slow = await org.join("slow", channel_options=SLOW_READER)
+    fast = await org.join("fast")
+    for node in org.nodes:
+        await node.connect()
+    await org.quiet()
+    slow.pause_reading()
+    for i in range(40):  # enough to fill the slow node's flow-control window
+        await org.admin.rename(renamed.node_id, f"r{i}-" + "x" * 50)
+        await fast.wait_for(
+            lambda i=i: fast.applied_view()[renamed.public_key].name.startswith(
+                f"r{i}-"
+            )
+        )
+    await slow.drop()
+    await asyncio.sleep(1.5)
+    await org.admin.rename(renamed.node_id, "final")
+    await fast.wait_for(lambda: fast.applied_view()[renamed.public_key].name == "final")
+    log = coordinator.log()
+    assert log.count("unexpected error in Sync") == errors_before
+    assert log.count("stream ended: the node hung up") > hung_up_before
+    assert fast.connected
