@@ -47,16 +47,21 @@ def command_of(pid: int) -> str:
         return ""
 
 
-def run_until(line: str, act: object) -> tuple[subprocess.Popen[str], str, float]:
-    """Start bench.fanout; once ``line`` is in its stderr call ``act(proc)``;
-    returns the process, all of its stderr and seconds from act to exit."""
-    proc = subprocess.Popen(
+def start_fanout() -> subprocess.Popen[str]:
+    """A small bench.fanout, its stderr piped."""
+    return subprocess.Popen(
         [sys.executable, "-m", "bench.fanout", *SMALL],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def run_until(line: str, act: object) -> tuple[subprocess.Popen[str], str, float]:
+    """Start bench.fanout; once ``line`` is in its stderr call ``act(proc)``;
+    returns the process, all of its stderr and seconds from act to exit."""
+    proc = start_fanout()
     assert proc.stderr is not None
     seen = []
     try:
@@ -168,13 +173,7 @@ def test_an_interrupt_swallowed_by_a_finaliser_still_ends_the_run() -> None:
 def test_an_interrupt_while_the_coordinator_starts_stops_it_too() -> None:
     """Regression: the coordinator's clean-up was registered only once it was
     listening, so an interrupt during its start left it running."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.fanout", *SMALL],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_fanout()
     children: set[int] = set()
     try:
         deadline = time.monotonic() + 60
