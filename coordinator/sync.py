@@ -74,16 +74,14 @@ HANG_UP_SECONDS = 1.0
 
 Write = Callable[[bytes], Awaitable[None]]
 
-# Looked up once (labels() takes a lock): a fan-out counts once per stream.
-_DELTAS_SENT = metrics.MAPS_SENT.labels("delta")
-_observe_fanout = metrics.FANOUT_LATENCY.observe
+# A fan-out counts once per stream: kept without locks (see StreamWrites).
+_writes = metrics.STREAM_WRITES
 
 
 def _sent_next_delta(subscriber: Subscriber, item: Broadcast) -> None:
     """After a broadcast's shared bytes were written to a stream at the
     version it follows: the stream is at the broadcast's version."""
-    _observe_fanout(time.perf_counter() - item.read_at)
-    _DELTAS_SENT.inc()
+    _writes.delta_written(time.perf_counter() - item.read_at)
     subscriber.version = item.to_version
 
 
@@ -322,7 +320,7 @@ class NodeStream:
             await self._send_full_map(feed, subscriber)
             return
         self._deps.stats.resumed += 1
-        metrics.MAPS_SENT.labels("resume").inc()
+        _writes.count("resume")
         await self._write(_encode(mesh_pb2.CoordinatorMessage(delta=delta)))
 
     async def _resume_delta(
@@ -349,7 +347,7 @@ class NodeStream:
     async def _send_full_map(self, feed: OrgFeed, subscriber: Subscriber) -> None:
         subscriber.version = feed.version
         self._deps.stats.full_maps += 1
-        metrics.MAPS_SENT.labels("full_map").inc()
+        _writes.count("full_map")
         await self._write(feed.full_map(subscriber.public_key))
 
     async def _pump(self, feed: OrgFeed, subscriber: Subscriber) -> str:
@@ -483,7 +481,7 @@ class NodeStream:
         else:
             await self._send_full_map(feed, subscriber)
             return
-        _DELTAS_SENT.inc()
+        _writes.count("delta")
         subscriber.version = item.to_version
 
     async def _send_keepalive(self) -> None:
