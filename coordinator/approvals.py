@@ -110,10 +110,12 @@ class ApprovalQueue:
             for waiting in batch:
                 await self._write([waiting])
             return
-        for waiting, outcome in zip(batch, outcomes, strict=True):
-            _settle(waiting, outcome)
+        # The feeds first: each approval's caller resumes after them, so
+        # the fan-out does not wait behind the answers being built.
         for org_id in {o.org_id for o in outcomes if isinstance(o, Node)}:
             self._on_approved(org_id)
+        for waiting, outcome in zip(batch, outcomes, strict=True):
+            _settle(waiting, outcome)
 
     def _approve_all(
         self, session: Session, requests: list[Request]
