@@ -46,7 +46,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     issued, done, failures = asyncio.run(_rename(coordinator, [i for i, _ in chosen]))
     after = fleet.wait_quiet(quiet=2.0, timeout=120)
     counts = [c for r in fleet.call("delta_counts") for c in r["deltas"]]
-    names = asyncio.run(_names(coordinator))
+    names = asyncio.run(simfleet.node_names(coordinator))
     expected = version_before + len(chosen) - failures
     replies = fleet.call("verify", args=(expected, names), timeout=600)
     bad = sum(r["bad"] for r in replies)
@@ -117,13 +117,6 @@ async def _rename(
 
         await asyncio.gather(*(one(i, n) for i, n in enumerate(ids)))
     return issued, done, failures
-
-
-async def _names(coordinator: services.Coordinator) -> dict[str, str]:
-    async with simfleet.open_channel(coordinator.target) as channel:
-        return await simfleet.truth(
-            admin_pb2_grpc.AdminServiceStub(channel), coordinator.admin_key
-        )
 
 
 if __name__ == "__main__":

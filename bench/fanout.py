@@ -83,6 +83,7 @@ def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> N
     note(f"{ready}/{created} streams ready in {connect_s:.1f}s; waiting for quiet ...")
     status = fleet.wait_quiet(quiet=2.0, timeout=300)
     note(f"quiet={status['settled']} versions={dict(status['versions'])}")
+    version_before = max(status["versions"], default=0)
 
     floors = (
         []
@@ -113,6 +114,14 @@ def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> N
                 )
         counted = "" if n else " (not counted)"
         note(f"round {n}{counted}: p99 ms " + ", ".join(figures))
+    # Every node must end on the version after the last join (each join is
+    # one change) with the coordinator's peers and names in its map.
+    fleet.wait_quiet(quiet=1.0, timeout=120)
+    expected = version_before + len(joins)
+    names = asyncio.run(simfleet.node_names(coordinator))
+    checked = fleet.call("verify", args=(expected, names), timeout=600)
+    bad_maps = sum(r["bad"] for r in checked)
+    note(f"maps after the rounds: {bad_maps} wrong; e.g. {checked[0]['sample']}")
     joins = joins[1:]
     fleet.call("floor_close", timeout=200)
     for one in floors:
@@ -159,6 +168,8 @@ def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> N
         "dropped": dropped,
         "received": received,
         "missing": missing,
+        "bad_maps": bad_maps,
+        "maps_checked": sum(r["maps_checked"] for r in checked),
         "approve_rpc_ms": statistics.median(j.approve_ms for j in joins),
         "rounds": len(joins),
         "rounds_p99_ms": rounds_p99,
@@ -185,6 +196,10 @@ def run(args: argparse.Namespace, hold: float, stack: contextlib.ExitStack) -> N
         ("approvals/s while building", approvals_per_s),
         ("streams connected in s", connect_s),
         ("delta received by (worst round)", f"{received} nodes, {missing} missing"),
+        (
+            "maps wrong after the rounds (of those checked)",
+            f"{bad_maps} ({result['maps_checked']})",
+        ),
         ("delta bytes (CoordinatorMessage)", result["delta_bytes"]),
         ("ApproveLink RPC ms (median)", result["approve_rpc_ms"]),
         ("latency from before ApproveLink p50 ms", result["p50_ms"]),

@@ -168,6 +168,14 @@ async def truth(admin: admin_pb2_grpc.AdminServiceStub, key: str) -> dict[str, s
     raise RuntimeError("ListNodes never ended")
 
 
+async def node_names(coordinator: Coordinator) -> dict[str, str]:
+    """``truth`` through a channel of its own, with the admin key."""
+    async with open_channel(coordinator.target) as channel:
+        return await truth(
+            admin_pb2_grpc.AdminServiceStub(channel), coordinator.admin_key
+        )
+
+
 async def observe_full_map(
     channel: grpc.aio.Channel, ident: Identity, timeout: float = 60
 ) -> node_pb2.PeerMap:

@@ -49,6 +49,8 @@ def test_fanout_delivers_the_new_peer_to_every_node(fleet_dir: Path) -> None:
     fanout = FANOUT["result"]
     assert fanout["nodes"] == 200
     assert fanout["received"] == 200 and fanout["missing"] == 0
+    # The rounds' deltas, applied after each round, left every map right.
+    assert fanout["bad_maps"] == 0 and fanout["maps_checked"] == 200
     assert fanout["dropped"] == 0
     assert isinstance(fanout["delta_bytes"], int) and fanout["delta_bytes"] > 0
     assert fanout["floor_received"] == 200
