@@ -21,7 +21,8 @@ each floor pushing the very bytes of the delta RunMesh just sent, after
 the same calm, timed the same way; the floor's clients parse each message
 and look for the new peer in it, as the nodes do. Taking them in turn
 puts both under the same minutes of a noisy machine and the same client
-processes (holding the same maps). After the rounds the floors close and
+processes (holding the same maps). After the rounds every node's version
+and kept map are checked against the coordinator's; then the floors close and
 all of RunMesh's streams are held ``--hold`` seconds with keepalives only:
 CPU and RSS of the coordinator, and streams that ended. Each figure is
 the median of its rounds (every round is reported too), and a ratio is of
