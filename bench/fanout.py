@@ -277,6 +277,9 @@ def _join(
             _approve(coordinator.target, coordinator.admin_key, code, f"newcomer-{n}")
         )
         replies = fleet.call("collect", args=(120.0,), timeout=200)
+        # A coordinator that died during the round has no CPU to read: the
+        # round fails, rather than report a figure of the dead process's.
+        coordinator.check_running()
         cpu_ms = services.cpu_ms_exact(coordinator.pid) - cpu_before
     return Join(
         latencies_ms=[(t - before) * 1000 for r in replies for t in r["times"]],
@@ -338,8 +341,7 @@ class Floor:
         round's latencies (ms), or None if no node got that delta."""
         if not join.raw:
             return None
-        if (code := self.proc.poll()) is not None:
-            raise RuntimeError(f"the floor server ({self.shape}) exited (code {code})")
+        self.check_running()
         fleet.call("settle")
         time.sleep(calm_seconds(count))
         cpu_before = services.cpu_ms_exact(self.proc.pid)
@@ -350,10 +352,15 @@ class Floor:
             [(self.shape, k, index, 120.0) for k in fleet.split(count)],
             timeout=200,
         )
+        self.check_running()  # a dead floor has no CPU to read
         self.cpu_ms.append(services.cpu_ms_exact(self.proc.pid) - cpu_before)
         taken = [(t - before) * 1000 for r in replies for t in r["times"]]
         self.rounds.append(taken)
         return taken
+
+    def check_running(self) -> None:
+        if (code := self.proc.poll()) is not None:
+            raise RuntimeError(f"the floor server ({self.shape}) exited (code {code})")
 
     def stop(self) -> None:
         _stop(self.proc)

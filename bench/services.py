@@ -196,9 +196,9 @@ class Coordinator:
     def check_running(self) -> None:
         """RuntimeError, with its last log lines, if the server has exited."""
         if self.proc is not None and (code := self.proc.poll()) is not None:
-            raise RuntimeError(
-                f"the coordinator exited (code {code}):\n{self.log_tail(10)}"
-            )
+            tail = self.log_tail(10)
+            said = f":\n{tail}" if tail.strip() else ", its log empty"
+            raise RuntimeError(f"the coordinator exited (code {code}){said}")
 
     @contextlib.contextmanager
     def answering(self) -> Iterator[None]:

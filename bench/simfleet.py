@@ -310,6 +310,9 @@ class Worker:
         self.nodes: list[SimNode] = []
         self.linking: list[_Linking] = []
         self.watch_key = ""
+        # Between "watch" and "collect": the watched delta is held (see
+        # _one_stream).
+        self.timing = False
         self.floors: dict[str, floor.FloorStreams] = {}  # by stream shape
         self.stopping = False
 
@@ -568,7 +571,7 @@ class Worker:
         that adds the watched newcomer; if so its time and bytes are noted.
         The check is the floor's clients' (``floor.FloorStreams``): the
         same work on the same bytes."""
-        if not self.watch_key or node.watch_at:
+        if not self.timing or node.watch_at:
             return False
         message = mesh_pb2.CoordinatorMessage.FromString(raw)
         if not any(p.public_key == self.watch_key for p in message.delta.upserted):
@@ -648,6 +651,7 @@ class Worker:
     async def cmd_watch(self, key: str) -> dict[str, Any]:
         settle_garbage()
         self.watch_key = key
+        self.timing = True
         for n in self.nodes:
             n.watch_at = 0.0
             n.watch_bytes = 0
@@ -660,6 +664,10 @@ class Worker:
             if all(n.watch_at for n in self.nodes):
                 break
             await asyncio.sleep(0.05)
+        # The round is over: what a node holds is applied, and a delta that
+        # comes after this (to a node that missed the round) at once. The
+        # key stays: the floors' rounds that follow look for it.
+        self.timing = False
         for node in self.nodes:
             if node.held:
                 await self._apply_held(node)
