@@ -34,6 +34,21 @@ COALESCED_CHANGES = Counter(
     "runmesh_coalesced_changes_total",
     "Changes folded into a delta together with an earlier change.",
 )
+LINK_REQUESTS = Counter(
+    "runmesh_link_requests_total",
+    "Link flow requests by step and outcome.",
+    ["step", "outcome"],  # step: start, poll, approve
+)
+APPROVAL_LATENCY = Histogram(
+    "runmesh_approval_latency_seconds",
+    "Time to approve a link code, from request to commit.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+RATE_LIMITED = Counter(
+    "runmesh_rate_limited_total",
+    "Requests refused by a rate limit, by what was limited.",
+    ["limit"],  # start, poll, approve
+)
 
 
 class StreamWrites(Collector):
@@ -95,21 +110,6 @@ STREAM_WRITES = StreamWrites(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 )
 REGISTRY.register(STREAM_WRITES)
-LINK_REQUESTS = Counter(
-    "runmesh_link_requests_total",
-    "Link flow requests by step and outcome.",
-    ["step", "outcome"],  # step: start, poll, approve
-)
-APPROVAL_LATENCY = Histogram(
-    "runmesh_approval_latency_seconds",
-    "Time to approve a link code, from request to commit.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)
-RATE_LIMITED = Counter(
-    "runmesh_rate_limited_total",
-    "Requests refused by a rate limit, by what was limited.",
-    ["limit"],  # start, poll, approve
-)
 
 
 def serve_metrics(listen: str) -> None:
